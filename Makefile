@@ -1,0 +1,22 @@
+# The README's two commands: `make demo` (main job on the embedded demo data) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export ZALO_MUSIC_BROWSER ?= 0
+
+.PHONY: setup demo test lint clean-outputs
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/zalo-music quickstart
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check zalo_music hydra_plugins grids tests scripts
+
+clean-outputs:
+	rm -rf outputs data manifests/demo

@@ -1,0 +1,74 @@
+"""Shared fixtures. Every test runs offline, with XPs, data and manifests in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(tempfile.mkdtemp(prefix="zalo-music-tests-"))
+# Set before zalo_music is imported anywhere: it exports them to audiocraft at import time.
+os.environ.update({
+    "ZALO_MUSIC_DORA_DIR": str(_ROOT / "outputs"),
+    "AUDIOCRAFT_DORA_DIR": str(_ROOT / "outputs"),
+    "ZALO_MUSIC_DATA_DIR": str(_ROOT / "data"),
+    "ZALO_MUSIC_MANIFEST_DIR": str(_ROOT / "manifests"),
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+})
+
+PROJECT = Path(__file__).resolve().parent.parent
+SHARED = PROJECT.parent / "shared" / "data" / "zalo2023"
+
+
+@pytest.fixture(scope="session")
+def work_root() -> Path:
+    return _ROOT
+
+
+@pytest.fixture(scope="session")
+def demo_source(work_root: Path) -> Path:
+    """The embedded demo dataset rendered once per session: returns its JSON path."""
+    from zalo_music.data.demo import build_demo
+
+    return build_demo(work_root / "data" / "demo_source", n=64)
+
+
+@pytest.fixture(scope="session")
+def demo_manifests(demo_source: Path) -> dict:
+    """The demo dataset prepared as `dset=zalo/demo` expects it."""
+    from zalo_music.data.prepare import prepare
+
+    return prepare(demo_source, demo_source.parent / "audio", "demo", workers=2, quiet=True)
+
+
+def run_dora(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600):
+    """Run `python -m dora -P zalo_music ARGS` in a child process from the project root."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "dora", "-P", "zalo_music", *args], cwd=PROJECT,
+                          env=full_env, text=True, capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dora {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc
+
+
+#: The tiny XP used by the end-to-end tests: fewer updates than the recipe, same code path.
+TINY_ARGV = ["solver=zalo/tiny", "dset=zalo/demo", "optim.updates_per_epoch=4"]
+
+
+@pytest.fixture(scope="session")
+def tiny_xp(demo_manifests: dict) -> dict:
+    """A real `dora run` of the tiny solver: returns its signature, folder and the run's output."""
+    proc = run_dora("run", *TINY_ARGV)
+    out = proc.stdout + proc.stderr
+    info = run_dora("info", *TINY_ARGV).stdout
+    folder = Path(next(ln.split("Folder is", 1)[1].strip() for ln in info.splitlines() if "Folder is" in ln))
+    history = json.loads((folder / "history.json").read_text())
+    return {"sig": folder.name, "folder": folder, "log": out, "history": history}

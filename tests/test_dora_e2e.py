@@ -1,0 +1,67 @@
+"""Real `dora` commands on the tiny CPU recipe, in child processes, asserting on what they wrote."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import TINY_ARGV, run_dora
+
+pytestmark = pytest.mark.e2e
+
+
+def test_tiny_run_writes_train_and_valid_metrics(tiny_xp):
+    history = tiny_xp["history"]
+    assert len(history) == 2  # optim.epochs=2
+    for epoch in history:
+        assert {"train", "valid"} <= set(epoch)
+        assert epoch["train"]["ce"] > 0 and epoch["valid"]["ce"] > 0
+    assert history[-1]["train"]["ce"] < history[0]["train"]["ce"]  # it learns something
+    assert "evaluate" in history[-1] and "generate" in history[-1]
+    assert (tiny_xp["folder"] / "checkpoint.th").is_file()
+    samples = [p for p in (tiny_xp["folder"] / "samples").rglob("*.wav") if "reference" not in p.parts]
+    assert samples, "the generate stage wrote no sample"
+    assert f"XP {tiny_xp['sig']}" in tiny_xp["log"]  # the XP folder is printed at start
+
+
+def test_rerun_resumes_instead_of_restarting(tiny_xp):
+    before = (tiny_xp["folder"] / "history.json").read_text()
+    proc = run_dora("run", *TINY_ARGV)
+    out = proc.stdout + proc.stderr
+    assert "Loading existing checkpoint" in out
+    assert "Train | Epoch" not in out  # nothing retrained: both epochs were done
+    assert json.loads((tiny_xp["folder"] / "history.json").read_text()) == json.loads(before)
+
+
+def test_dora_info_prints_metrics(tiny_xp):
+    out = run_dora("info", "-f", tiny_xp["sig"], "-m").stdout
+    m = re.search(r"Metrics\[(\d+)\]: (\{.*\})", out)
+    assert m and int(m.group(1)) == 2
+    last = json.loads(m.group(2))
+    assert last["valid"]["ce"] == pytest.approx(tiny_xp["history"][-1]["valid"]["ce"])
+
+
+def test_continue_from_sig_loads_our_xp(tiny_xp):
+    argv = [*TINY_ARGV, f"continue_from=//sig/{tiny_xp['sig']}", "optim.epochs=1", "generate.every=100",
+            "evaluate.every=100"]
+    proc = run_dora("run", *argv)
+    out = proc.stdout + proc.stderr
+    assert "Continuing from provided checkpoint" in out
+    assert str(tiny_xp["folder"] / "checkpoint.th") in out
+
+
+def test_grid_dry_run_lists_signatures():
+    from grids.zalo_ft_lr_epochs import EPOCHS, LRS
+    from zalo_music.train import main
+
+    out = run_dora("grid", "zalo_ft_lr_epochs", "--dry_run", "--init").stdout
+    expected = {
+        main.get_xp(["solver=zalo/musicgen_small_ft", "dset=zalo/prepared", f"optim.lr={lr}",
+                     f"optim.epochs={ep}"]).sig
+        for lr in LRS for ep in EPOCHS
+    }
+    assert len(expected) == len(LRS) * len(EPOCHS) >= 6
+    listed = set(re.findall(r"\b([0-9a-f]{8})\b", out))
+    assert expected <= listed, out

@@ -1,0 +1,1 @@
+"""Data: the embedded demo generator, description parsing, and preparation into audiocraft manifests."""

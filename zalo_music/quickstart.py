@@ -1,0 +1,77 @@
+"""`zalo-music quickstart`: the main job on the embedded demo data, on CPU, with no download.
+
+demo data -> prepare -> `dora run solver=zalo/tiny` -> `dora info -m` -> generated samples.
+Rerunning resumes: finished clips, prepared files and the trained XP are reused.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import env
+
+TINY_ARGV = ["solver=zalo/tiny", "dset=zalo/demo"]
+
+
+def dora(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    """Run `dora -P zalo_music ARGS` in a child process (one training per process: audiocraft sets the
+    multiprocessing start method once per process).
+
+    Args:
+        args: dora sub-command and arguments.
+        check: raise on a non-zero exit.
+        capture: return stdout/stderr instead of streaming them.
+    """
+    cmd = [sys.executable, "-m", "dora", "-P", "zalo_music", *args]
+    return subprocess.run(cmd, check=check, text=True, cwd=env.PROJECT_ROOT,
+                          stdout=subprocess.PIPE if capture else None,
+                          stderr=subprocess.STDOUT if capture else None)
+
+
+def xp_signature(argv: list[str]) -> tuple[str, Path]:
+    """Signature and folder of the XP that `dora run ARGV` would run."""
+    out = dora("info", *argv, capture=True).stdout
+    for line in out.splitlines():
+        if "Folder is" in line:
+            folder = Path(line.split("Folder is", 1)[1].strip())
+            return folder.name, folder
+    raise RuntimeError(f"could not read the XP signature from `dora info`:\n{out}")
+
+
+def main(extra: list[str] | None = None, clips: int = 64) -> int:
+    """Run the main job.
+
+    Args:
+        extra: more Hydra overrides for the tiny solver (e.g. optim.epochs=4).
+        clips: number of demo clips to render.
+    """
+    start = time.time()
+    from .data.demo import build_demo
+    from .data.prepare import prepare
+
+    src = env.data_dir() / "demo_source"
+    json_path = build_demo(src, n=clips)
+    prepare(json_path, src / "audio", "demo")
+    argv = TINY_ARGV + list(extra or [])
+    sig, folder = xp_signature(argv)
+    print(f"training XP {sig} ({' '.join(argv)}) in {folder}", flush=True)
+    dora("run", *argv)
+    info = dora("info", "-f", sig, "-m", capture=True).stdout
+    metrics_line = next((ln for ln in info.splitlines() if "Metrics[" in ln), "").strip()
+    print(f"dora -P zalo_music info -f {sig} -m\n  {metrics_line}")
+    samples = sorted((folder / "samples").rglob("*.wav"))
+    generated = [p for p in samples if "reference" not in p.parts]
+    print(f"{len(generated)} generated samples in {folder / 'samples'}")
+    for p in generated[:4]:
+        print(f"  {p}")
+    print(f"quickstart done in {time.time() - start:.0f}s: XP {sig} -> {folder} "
+          f"(history: {folder / 'history.json'}; checkpoint: {folder / 'checkpoint.th'})")
+    return 0 if metrics_line else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(os.environ.get("ZALO_MUSIC_QUICKSTART_ARGS", "").split() or None))

@@ -1,0 +1,60 @@
+"""Dora entry point: `dora -P zalo_music run|grid|info ...`.
+
+Config root: zalo-music's `config/` (our groups), with audiocraft's own config tree behind it through the
+`hydra_plugins.zalo_music_searchpath` plugin, so every audiocraft group and default stays available and
+Dora's signatures cover ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import zalo_music  # noqa: F401  (environment + upstream patches before audiocraft is imported)
+from zalo_music.env import CONFIG_DIR
+
+import flashy  # noqa: E402
+from audiocraft import train as ac_train  # noqa: E402
+from audiocraft.environment import AudioCraftEnvironment  # noqa: E402
+from audiocraft.utils.cluster import get_slurm_parameters  # noqa: E402
+from dora import get_xp, hydra_main  # noqa: E402
+
+from zalo_music.solvers import registry  # noqa: E402
+
+logger = logging.getLogger(__name__)
+registry.install()
+# Dora's hydra_main uses version_base="1.1" (as audiocraft does); the migration notice is noise here.
+warnings.filterwarnings("ignore", message=r".*version_base.*", category=UserWarning)
+
+
+@hydra_main(config_path=os.path.relpath(CONFIG_DIR, os.path.dirname(__file__)), config_name="config",
+            version_base="1.1")
+def main(cfg):
+    ac_train.init_seed_and_system(cfg)
+    log_name = f"{cfg.execute_only}.log.{{rank}}" if cfg.execute_only else "solver.log.{rank}"
+    flashy.setup_logging(level=str(cfg.logging.level).upper(), log_name=log_name)
+    flashy.distrib.init()
+    xp = get_xp()
+    logger.info("XP %s: %s (XPs live in %s; set ZALO_MUSIC_DORA_DIR to move them)",
+                xp.sig, xp.folder, main.dora.dir)
+    solver = ac_train.get_solver(cfg)  # dispatches zalo-music solvers first (registry.install)
+    if cfg.show:
+        solver.show()
+        return None
+    if cfg.execute_only:
+        if not (cfg.execute_inplace or cfg.continue_from is not None):
+            raise ValueError(f"execute_only={cfg.execute_only} needs continue_from=<//sig/SIG or path> "
+                             "(or execute_inplace=true to run the stage inside this XP).")
+        solver.restore(replay_metrics=False)
+        solver.run_one_stage(cfg.execute_only)
+        return None
+    return solver.run()
+
+
+main.dora.dir = AudioCraftEnvironment.get_dora_dir()
+main.dora.grid_package = "grids"  # the top-level grids/ folder of the project
+main._base_cfg.slurm = get_slurm_parameters(main._base_cfg.slurm)
+
+if __name__ == "__main__":
+    main()
