@@ -68,7 +68,8 @@ def tiny_xp(demo_manifests: dict) -> dict:
     """A real `dora run` of the tiny solver: returns its signature, folder and the run's output."""
     proc = run_dora("run", *TINY_ARGV)
     out = proc.stdout + proc.stderr
-    info = run_dora("info", *TINY_ARGV).stdout
+    info_proc = run_dora("info", *TINY_ARGV)
+    info = info_proc.stdout + info_proc.stderr  # dora logs to stderr
     folder = Path(next(ln.split("Folder is", 1)[1].strip() for ln in info.splitlines() if "Folder is" in ln))
     history = json.loads((folder / "history.json").read_text())
     return {"sig": folder.name, "folder": folder, "log": out, "history": history}

@@ -36,7 +36,8 @@ def test_rerun_resumes_instead_of_restarting(tiny_xp):
 
 
 def test_dora_info_prints_metrics(tiny_xp):
-    out = run_dora("info", "-f", tiny_xp["sig"], "-m").stdout
+    proc = run_dora("info", "-f", tiny_xp["sig"], "-m")
+    out = proc.stdout + proc.stderr
     m = re.search(r"Metrics\[(\d+)\]: (\{.*\})", out)
     assert m and int(m.group(1)) == 2
     last = json.loads(m.group(2))
@@ -56,7 +57,8 @@ def test_grid_dry_run_lists_signatures():
     from grids.zalo_ft_lr_epochs import EPOCHS, LRS
     from zalo_music.train import main
 
-    out = run_dora("grid", "zalo_ft_lr_epochs", "--dry_run", "--init").stdout
+    proc = run_dora("grid", "zalo_ft_lr_epochs", "--dry_run", "--init")
+    out = proc.stdout + proc.stderr
     expected = {
         main.get_xp(["solver=zalo/musicgen_small_ft", "dset=zalo/prepared", f"optim.lr={lr}",
                      f"optim.epochs={ep}"]).sig

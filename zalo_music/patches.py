@@ -75,8 +75,17 @@ def safe_globals() -> list:
 
     from omegaconf import DictConfig, ListConfig
     from omegaconf.base import Container, ContainerMetadata, Metadata, Node
-    from omegaconf.nodes import AnyNode, BooleanNode, BytesNode, EnumNode, FloatNode, IntegerNode, PathNode
-    from omegaconf.nodes import StringNode, ValueNode
+    from omegaconf.nodes import (
+        AnyNode,
+        BooleanNode,
+        BytesNode,
+        EnumNode,
+        FloatNode,
+        IntegerNode,
+        PathNode,
+        StringNode,
+        ValueNode,
+    )
 
     return [
         DictConfig, ListConfig, Container, ContainerMetadata, Metadata, Node, ValueNode, AnyNode, StringNode,

@@ -7,6 +7,8 @@ Dora's signatures cover ours.
 
 from __future__ import annotations
 
+# ruff: noqa: I001  (zalo_music must be imported before audiocraft: it sets audiocraft's environment)
+
 import logging
 import os
 import warnings
