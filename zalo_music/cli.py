@@ -39,6 +39,47 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return main(args.overrides, clips=args.clips)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_xp
+
+    out = export_xp(args.xp, args.out, force=args.force)
+    print(f"exported {args.xp} -> {out} (load with MusicGen.get_pretrained('{out}'))")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import GenerationConfig, generate
+    from .submission import validate, write_zip
+
+    gen = GenerationConfig(duration=args.duration, top_k=args.top_k, top_p=args.top_p,
+                           temperature=args.temperature, cfg_coef=args.cfg_coef, seed=args.seed,
+                           batch_size=args.batch_size, sample_rate=args.sample_rate)
+    summary = generate(args.model, args.json, args.out, gen, shard_spec=args.shard, device=args.device)
+    if args.zip:
+        if args.shard:
+            print("--zip ignored with --shard: zip once every shard is done")
+            return 0
+        path = write_zip(args.out, args.json, args.zip)
+        report = validate(path, args.json, duration=args.duration, sample_rate=args.sample_rate)
+        print(f"submission {path}: {report.checked} files, "
+              f"{'valid' if report.ok else f'{len(report.problems)} problems'}")
+        return 0 if report.ok else 1
+    return 0 if not summary["refused"] else 1
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .submission import validate
+
+    report = validate(args.zip, args.json, duration=args.duration, sample_rate=args.sample_rate)
+    for name, problems in sorted(report.problems.items())[:50]:
+        print(f"  {name}: {'; '.join(problems)}")
+    if len(report.problems) > 50:
+        print(f"  ... and {len(report.problems) - 50} more entries with problems")
+    print(f"validate-submission {args.zip}: {report.checked} files checked, "
+          f"{'OK' if report.ok else f'FAILED ({len(report.problems)} entries with problems)'}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -75,6 +116,40 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--clips", type=int, default=64, help="number of demo clips")
     q.add_argument("overrides", nargs="*", help="extra Hydra overrides for the tiny XP, e.g. optim.epochs=4")
     q.set_defaults(func=_cmd_quickstart)
+
+    e = sub.add_parser("export", formatter_class=fmt,
+                       help="XP -> folder loadable by MusicGen.get_pretrained (best state, no optimizer)")
+    e.add_argument("xp", help="signature, //sig/<S> or XP folder")
+    e.add_argument("out", help="output folder")
+    e.add_argument("--force", action="store_true", help="replace an existing, different export")
+    e.set_defaults(func=_cmd_export)
+
+    gn = sub.add_parser("generate", formatter_class=fmt,
+                        help="one MP3 per test description (batched, resumable, sharded), optional ZIP")
+    gn.add_argument("--model", default="facebook/musicgen-small",
+                    help="hub name, exported folder, or //sig/<S> of an XP")
+    gn.add_argument("--json", required=True, help='{"<id>.mp3": "<description>"} to generate')
+    gn.add_argument("--out", required=True, help="output folder (one file per id, named by the id)")
+    gn.add_argument("--zip", default=None, help="also write and validate this submission ZIP")
+    gn.add_argument("--duration", type=float, default=10.0, help="seconds per clip")
+    gn.add_argument("--sample-rate", type=int, default=32000, help="output sample rate (resampled explicitly)")
+    gn.add_argument("--top-k", type=int, default=250, help="top-k sampling")
+    gn.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling (0: use top-k)")
+    gn.add_argument("--temperature", type=float, default=1.0, help="softmax temperature")
+    gn.add_argument("--cfg-coef", type=float, default=3.0, help="classifier-free guidance coefficient")
+    gn.add_argument("--seed", type=int, default=0, help="same seed + batch size, same audio")
+    gn.add_argument("--batch-size", type=int, default=16, help="descriptions per forward pass")
+    gn.add_argument("--shard", default=None, help="i/n: do only shard i of n (0-based), e.g. one per GPU")
+    gn.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    gn.set_defaults(func=_cmd_generate)
+
+    v = sub.add_parser("validate-submission", formatter_class=fmt,
+                       help="check a submission ZIP: ids, decoding, duration, rate, silence, clipping")
+    v.add_argument("zip", help="the submission ZIP")
+    v.add_argument("--json", required=True, help="the test JSON the ZIP answers")
+    v.add_argument("--duration", type=float, default=10.0, help="expected seconds per clip (+-0.1)")
+    v.add_argument("--sample-rate", type=int, default=None, help="expected sample rate (default: any)")
+    v.set_defaults(func=_cmd_validate)
     return p
 
 
@@ -83,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"zalo-music {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -100,6 +100,29 @@ def _allow_audiocraft_checkpoints() -> None:
     torch.serialization.add_safe_globals(safe_globals())
 
 
+def allow_short_segment_musicgen() -> None:
+    """Let `MusicGen` load models trained on segments of 18 s or less (our 10-s fine-tunes).
+
+    Upstream: `audiocraft/models/musicgen.py` `MusicGen.__init__` calls `set_generation_params(duration=15)`
+    whose default `extend_stride=18` is asserted to be below `max_duration` (the training segment length), so
+    constructing a MusicGen from a 10-s checkpoint raises. We clamp the stride to half the max duration when the
+    caller did not choose one. Imports audiocraft, so it runs on first use (generation), not at import.
+    """
+    from audiocraft.models.musicgen import MusicGen
+
+    original = MusicGen.set_generation_params
+    if getattr(original, "_zalo_patched", False):
+        return
+
+    def set_generation_params(self, *args, extend_stride: float | None = None, **kwargs):
+        if extend_stride is None:
+            extend_stride = min(18.0, self.max_duration / 2)
+        return original(self, *args, extend_stride=extend_stride, **kwargs)
+
+    set_generation_params._zalo_patched = True  # type: ignore[attr-defined]
+    MusicGen.set_generation_params = set_generation_params  # type: ignore[method-assign]
+
+
 def apply() -> None:
     """Apply every patch once (idempotent)."""
     global _APPLIED

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import omegaconf
+import torch
 from audiocraft.solvers.musicgen import MusicGenSolver
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,12 @@ class ZaloMusicGenSolver(MusicGenSolver):
         check_segment_policy(cfg)
         super().__init__(cfg)
         logger.info("zalo-music XP %s in %s", self.xp.sig, self.xp.folder)
+
+    def build_model(self) -> None:
+        # Seed right before the models are built: audiocraft's debug codec is random-init, and
+        # `zalo_music.export` must rebuild the very same one from the XP's seed.
+        torch.manual_seed(self.cfg.seed)
+        super().build_model()
 
 
 def check_segment_policy(cfg: omegaconf.DictConfig) -> None:

@@ -1,0 +1,122 @@
+"""`zalo-music export`: an XP -> a folder that `MusicGen.get_pretrained(folder)` loads.
+
+The folder holds `state_dict.bin` (the LM's best state + the XP config, no optimizer: audiocraft's own
+`export_lm`), `compression_state_dict.bin` (a reference to a hub codec, or the full state of the codec the XP
+used when it is not on the hub) and `zalo_export.json` (provenance: signature, epoch, metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from . import env
+
+DEBUG_CODEC = "debug_compression_model"
+
+
+def resolve_xp_folder(ref: str | Path) -> Path:
+    """XP folder from a signature (`abcd1234` or `//sig/abcd1234`) or a folder path.
+
+    Args:
+        ref: signature or folder.
+    Raises:
+        FileNotFoundError: naming what was looked for.
+    """
+    text = str(ref)
+    if text.startswith("//sig/"):
+        text = text[len("//sig/"):]
+    path = Path(text)
+    if path.is_dir():
+        folder = path
+    else:
+        folder = env.dora_dir() / "xps" / text
+    if not (folder / "checkpoint.th").is_file():
+        raise FileNotFoundError(f"no checkpoint.th in {folder}: train the XP first, or give its folder "
+                                f"(XPs live in {env.dora_dir() / 'xps'}; set ZALO_MUSIC_DORA_DIR)")
+    return folder
+
+
+def debug_codec_config(sample_rate: int = 32000) -> dict:
+    """Config from which audiocraft's `builders.get_compression_model` rebuilds its debug EnCodec
+    (`audiocraft/models/builders.py:get_debug_compression_model`, which has no config of its own)."""
+    ratios = {16000: [10, 8, 8], 32000: [10, 8, 16]}[sample_rate]
+    return {
+        "compression_model": "encodec", "device": "cpu", "sample_rate": sample_rate, "channels": 1,
+        "encodec": {"autoencoder": "seanet", "quantizer": "rvq", "sample_rate": sample_rate, "channels": 1},
+        "seanet": {"n_filters": 4, "n_residual_layers": 1, "dimension": 32, "ratios": ratios,
+                   "encoder": {}, "decoder": {}},
+        "rvq": {"n_q": 4, "bins": 400},
+    }
+
+
+def build_debug_codec(seed: int, sample_rate: int = 32000):
+    """The debug codec exactly as the zalo solver builds it: from `seed`, before anything else."""
+    from audiocraft.models.builders import get_debug_compression_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_debug_compression_model("cpu", sample_rate=sample_rate)
+
+
+def _export_codec(cfg, out_file: Path) -> None:
+    from audiocraft import __version__
+    from audiocraft.utils.export import export_pretrained_compression_model
+
+    ref = str(cfg.compression_model_checkpoint)
+    name = ref[len("//pretrained/"):] if ref.startswith("//pretrained/") else ref
+    if name == DEBUG_CODEC:
+        codec = build_debug_codec(int(cfg.seed), int(cfg.sample_rate))
+        pkg = {"best_state": codec.state_dict(), "xp.cfg": OmegaConf.to_yaml(debug_codec_config(int(cfg.sample_rate))),
+               "version": __version__, "exported": True}
+        torch.save(pkg, out_file)
+    else:
+        export_pretrained_compression_model(name, out_file)
+
+
+def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False) -> Path:
+    """Export an XP's best state into `out_dir`, atomically.
+
+    Args:
+        ref: signature, `//sig/<S>` or XP folder.
+        out_dir: destination folder (created; refused if it exists and holds another export, unless `force`).
+        force: replace an existing export.
+    Returns:
+        The export folder.
+    """
+    from audiocraft.utils.export import export_lm
+
+    folder = resolve_xp_folder(ref)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not force:
+        meta = out / "zalo_export.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("sig") == folder.name:
+            return out  # already exported: exports are immutable snapshots of a finished best state
+        raise FileExistsError(f"{out} exists and is not an export of {folder.name}: pick another folder or --force")
+    pkg = torch.load(folder / "checkpoint.th", map_location="cpu", weights_only=True)
+    cfg = pkg["xp.cfg"]
+    history = pkg.get("history", [])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        export_lm(folder / "checkpoint.th", tmp / "state_dict.bin")
+        _export_codec(cfg, tmp / "compression_state_dict.bin")
+        valid = [h.get("valid", {}) for h in history if "valid" in h]
+        meta = {"sig": folder.name, "xp_folder": str(folder), "epochs": len(history),
+                "best_valid_ce": min((v["ce"] for v in valid if "ce" in v), default=None),
+                "solver": str(cfg.solver), "compression_model": str(cfg.compression_model_checkpoint),
+                "sample_rate": int(cfg.sample_rate), "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        (tmp / "zalo_export.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out

@@ -1,0 +1,177 @@
+"""`zalo-music generate`: one MP3 per description, batched, resumable, sharded, deterministic.
+
+Determinism: items are sorted by id and cut into fixed batches of `batch_size`; each batch is seeded from
+(seed, its ids). A batch is skipped only when all its files exist, otherwise it is regenerated whole, so an
+interrupted run finishes with the same bytes as an uninterrupted one (for the same batch size and device).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .data.prepare import load_descriptions
+from .fileio import atomic_path, safe_child
+
+#: T5 (the MusicGen text encoder) takes 512 tokens; ~4 characters a token is generous for English.
+MAX_DESCRIPTION_CHARS = 2000
+PEAK = 10 ** (-1.0 / 20)  # -1 dBFS: no clipping after MP3 encoding
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling options (defaults: MusicGen's own)."""
+
+    duration: float = 10.0
+    top_k: int = 250
+    top_p: float = 0.0
+    temperature: float = 1.0
+    cfg_coef: float = 3.0
+    seed: int = 0
+    batch_size: int = 16
+    sample_rate: int = 32000
+
+
+def load_model(spec: str, device: str | None = None):
+    """A MusicGen from a hub name (`facebook/musicgen-small`), an exported folder, or `//sig/<S>`.
+
+    Args:
+        spec: model reference.
+        device: torch device (default: cuda if available).
+    """
+    from audiocraft.models import MusicGen
+
+    from . import env
+    from .export import export_xp
+    from .patches import allow_short_segment_musicgen
+
+    allow_short_segment_musicgen()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("//sig/") or (Path(spec).is_dir() and (Path(spec) / "checkpoint.th").is_file()):
+        sig = spec[len("//sig/"):] if spec.startswith("//sig/") else Path(spec).name
+        spec = str(export_xp(spec, env.dora_dir() / "exports" / sig))
+    return MusicGen.get_pretrained(spec, device=device)
+
+
+def check_items(descriptions: dict, out_dir: Path) -> tuple[list[tuple[str, str, Path]], dict[str, str]]:
+    """Valid (id, text, output path) items sorted by id, and a reason for each refused id."""
+    items, errors = [], {}
+    for key, text in descriptions.items():
+        if not isinstance(text, str) or not text.strip():
+            errors[key] = "missing or empty description"
+            continue
+        try:
+            target = safe_child(out_dir, key)
+        except ValueError as exc:
+            errors[key] = str(exc)
+            continue
+        if not key.lower().endswith(".mp3"):
+            errors[key] = "id must end in .mp3 (the file is named by the id verbatim)"
+            continue
+        if len(text) > MAX_DESCRIPTION_CHARS:
+            warnings.warn(f"{key}: description of {len(text)} characters truncated to {MAX_DESCRIPTION_CHARS}",
+                          stacklevel=2)
+            text = text[:MAX_DESCRIPTION_CHARS]
+        items.append((key, text, target))
+    items.sort(key=lambda it: it[0])
+    return items, errors
+
+
+def shard(items: list, spec: str | None) -> list:
+    """Items of shard `i/n` (0-based), by whole batches so that batches stay identical across shards."""
+    if not spec:
+        return items
+    i, n = (int(x) for x in spec.split("/"))
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {spec}: expected i/n with 0 <= i < n")
+    return items[i::n]
+
+
+def batch_seed(seed: int, keys: list[str]) -> int:
+    digest = hashlib.sha256((str(seed) + "\n" + "\n".join(keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**63)
+
+
+def postprocess(wav: torch.Tensor, from_rate: int, to_rate: int, duration: float) -> np.ndarray:
+    """Mono float32 at `to_rate`, exactly `duration` seconds, peak-normalised to -1 dBFS."""
+    import julius
+
+    x = wav.float().mean(dim=0) if wav.dim() == 2 else wav.float()
+    if from_rate != to_rate:
+        x = julius.resample_frac(x, from_rate, to_rate)
+    n = int(round(duration * to_rate))
+    x = torch.nn.functional.pad(x[:n], (0, max(0, n - x.shape[-1])))
+    y = x.cpu().numpy()
+    peak = float(np.abs(y).max()) if y.size else 0.0
+    if peak > 1e-6:
+        y = y / peak * PEAK
+    return y.astype(np.float32)
+
+
+def write_mp3(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), audio, sample_rate, format="MP3")
+
+
+def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: GenerationConfig | None = None,
+             shard_spec: str | None = None, device: str | None = None, model=None, quiet: bool = False) -> dict:
+    """Generate one MP3 per description.
+
+    Args:
+        model_spec: hub name, exported folder or `//sig/<S>`.
+        json_path: `{"<id>.mp3": "<description>"}`.
+        out_dir: output folder (files named by the ids).
+        gen: sampling options.
+        shard_spec: `i/n` to do only every n-th item starting at i.
+        device: torch device.
+        model: an already loaded MusicGen (tests, benchmarks).
+        quiet: no progress bar.
+    Returns:
+        Summary: counts, timings, refused ids.
+    """
+    from tqdm import tqdm
+
+    gen = gen or GenerationConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items, errors = check_items(load_descriptions(json_path), out)
+    items = shard(items, shard_spec)
+    batches = [items[i:i + gen.batch_size] for i in range(0, len(items), gen.batch_size)]
+    todo = [b for b in batches if not all(t.exists() for _, _, t in b)]
+    start = time.time()
+    if todo and model is None:
+        model = load_model(model_spec, device)
+    if model is not None:
+        model.set_generation_params(use_sampling=True, top_k=gen.top_k, top_p=gen.top_p,
+                                    temperature=gen.temperature, duration=gen.duration, cfg_coef=gen.cfg_coef)
+    written = 0
+    bar = tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet)
+    for batch in todo:
+        torch.manual_seed(batch_seed(gen.seed, [k for k, _, _ in batch]))
+        with torch.no_grad():
+            wavs = model.generate([t for _, t, _ in batch], progress=False)
+        for (key, _, target), wav in zip(batch, wavs):
+            if not target.exists():
+                write_mp3(target, postprocess(wav, model.sample_rate, gen.sample_rate, gen.duration),
+                          gen.sample_rate)
+                written += 1
+        bar.update(len(batch))
+    bar.close()
+    seconds = time.time() - start
+    audio_seconds = written * gen.duration
+    summary = {"total": len(items), "written": written, "skipped_existing": len(items) - sum(len(b) for b in todo),
+               "refused": errors, "seconds": round(seconds, 2), "out_dir": str(out),
+               "realtime_factor": round(seconds / audio_seconds, 4) if audio_seconds else None}
+    if not quiet:
+        print(f"generated {written} clips ({summary['skipped_existing']} already there, {len(errors)} refused) "
+              f"in {seconds:.1f}s -> {out}")
+        for k, why in list(errors.items())[:10]:
+            print(f"  refused {k!r}: {why}")
+    return summary
