@@ -157,7 +157,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         torch.manual_seed(batch_seed(gen.seed, [k for k, _, _ in batch]))
         with torch.no_grad():
             wavs = model.generate([t for _, t, _ in batch], progress=False)
-        for (key, _, target), wav in zip(batch, wavs):
+        for (_, _, target), wav in zip(batch, wavs, strict=True):
             if not target.exists():
                 write_mp3(target, postprocess(wav, model.sample_rate, gen.sample_rate, gen.duration),
                           gen.sample_rate)

@@ -1,0 +1,78 @@
+"""Benchmark: batched vs one-at-a-time generation, side by side in one run.
+
+    .venv/bin/python scripts/bench_generate.py [--n 64] [--batch 16] [--device cpu] [--model tiny|small]
+
+`tiny` is the solver=zalo/tiny LM (xsmall, random weights) on audiocraft's debug codec; `small` is a
+musicgen-small-shaped LM (random weights, offline conditioner) for GPU measurements. Both phases generate the
+same descriptions for the same duration; the ratio is throughput(batched) / throughput(one at a time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def build_model(kind: str, device: str):
+    from audiocraft.models import MusicGen
+    from audiocraft.models.builders import get_lm_model
+
+    from zalo_music.export import build_debug_codec
+    from zalo_music.patches import allow_short_segment_musicgen
+    from zalo_music.train import main
+
+    allow_short_segment_musicgen()
+    argv = ["solver=zalo/tiny"] if kind == "tiny" else [
+        "solver=zalo/tiny", "model/lm/model_scale=small", "transformer_lm.card=400"]
+    cfg = main.get_xp(argv).cfg
+    cfg.device = device
+    lm = get_lm_model(cfg).to(device).eval()
+    codec = build_debug_codec(0).to(device)
+    return MusicGen(f"bench-{kind}", codec, lm, max_duration=10.0)
+
+
+def run(model, texts: list[str], batch: int, duration: float) -> float:
+    model.set_generation_params(duration=duration, top_k=250)
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        torch.manual_seed(i)
+        with torch.no_grad():
+            model.generate(texts[i:i + batch], progress=False)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
+    p.add_argument("--n", type=int, default=64, help="descriptions")
+    p.add_argument("--batch", type=int, default=16, help="batch size of the batched phase")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per clip")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--model", choices=["tiny", "small"], default="tiny", help="LM shape")
+    args = p.parse_args()
+
+    from zalo_music.data.demo import make_specs
+
+    texts = [s.description for s in make_specs(args.n, seed=11)]
+    model = build_model(args.model, args.device)
+    run(model, texts[:2], 2, 1.0)  # warm-up
+    t_one = run(model, texts, 1, args.duration)
+    t_batch = run(model, texts, args.batch, args.duration)
+    audio = args.n * args.duration
+    result = {
+        "model": args.model, "device": args.device, "n": args.n, "batch": args.batch, "duration": args.duration,
+        "one_at_a_time_s": round(t_one, 2), "batched_s": round(t_batch, 2),
+        "speedup": round(t_one / t_batch, 2),
+        "rtf_batch1": round(t_one / audio, 4), "rtf_batched": round(t_batch / audio, 4),
+    }
+    print(json.dumps(result))
+    print(f"batched x{args.batch} is {result['speedup']}x one-at-a-time "
+          f"(RTF {result['rtf_batch1']} -> {result['rtf_batched']}) on {args.device}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Export round trip through audiocraft's public API, batched resumable generation, submission ZIP."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tests.conftest import SHARED
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_xp, tmp_path_factory) -> Path:
+    from zalo_music.export import export_xp
+
+    return export_xp(tiny_xp["sig"], tmp_path_factory.mktemp("export") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def model(exported):
+    from zalo_music.generate import load_model
+
+    return load_model(str(exported), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def test_json(tmp_path_factory) -> Path:
+    """48 real public-test descriptions (or demo-style ones when ../shared is absent)."""
+    path = tmp_path_factory.mktemp("json") / "test.json"
+    src = SHARED / "public_test.json"
+    if src.is_file():
+        data = dict(list(json.loads(src.read_text()).items())[:48])
+    else:
+        from zalo_music.data.demo import make_specs
+
+        data = {s.key_id: s.description for s in make_specs(48, seed=3)}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_export_is_small_and_round_trips(tiny_xp, exported, model):
+    from audiocraft.models import MusicGen
+
+    from zalo_music.export import build_debug_codec
+
+    assert sorted(p.name for p in exported.iterdir()) == ["compression_state_dict.bin", "state_dict.bin",
+                                                           "zalo_export.json"]
+    lm_pkg = torch.load(exported / "state_dict.bin", weights_only=True)
+    assert "optimizer" not in lm_pkg and "best_state" in lm_pkg
+    assert json.loads((exported / "zalo_export.json").read_text())["sig"] == tiny_xp["sig"]
+    assert isinstance(model, MusicGen) and model.sample_rate == 32000
+    # the LM weights are the XP's best state
+    ckpt = torch.load(tiny_xp["folder"] / "checkpoint.th", weights_only=True)
+    for k, v in ckpt["best_state"]["model"].items():
+        torch.testing.assert_close(model.lm.state_dict()[k].cpu(), v.cpu())
+    # the codec is the very one the XP trained with (random debug EnCodec rebuilt from the XP seed)
+    ref = build_debug_codec(int(ckpt["xp.cfg"].seed))
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(model.compression_model.state_dict()[k], v)
+    model.set_generation_params(duration=1.0)
+    wav = model.generate(["a calm piano melody"], progress=False)
+    assert wav.shape[0] == 1 and wav.shape[-1] == 32000
+
+
+def test_generate_writes_exact_clips_and_a_valid_zip(model, exported, test_json, tmp_path):
+    from zalo_music.generate import GenerationConfig, generate
+    from zalo_music.submission import validate, write_zip
+
+    gen = GenerationConfig(batch_size=16, sample_rate=16000, seed=1)
+    summary = generate(str(exported), test_json, tmp_path / "out", gen, model=model, quiet=True)
+    ids = sorted(json.loads(test_json.read_text()))
+    assert summary["written"] == len(ids) and not summary["refused"]
+    audio, sr = sf.read(str(tmp_path / "out" / ids[0]))
+    assert sr == 16000 and abs(len(audio) / sr - 10.0) < 0.1
+    assert np.abs(audio).max() < 1.0
+    zpath = write_zip(tmp_path / "out", test_json, tmp_path / "sub.zip")
+    with zipfile.ZipFile(zpath) as zf:
+        assert sorted(zf.namelist()) == ids
+    report = validate(zpath, test_json, sample_rate=16000)
+    assert report.ok and report.checked == len(ids)
+
+
+def test_interrupted_run_finishes_with_identical_bytes(model, exported, test_json, tmp_path, monkeypatch):
+    from zalo_music import generate as g
+
+    gen = g.GenerationConfig(batch_size=16, seed=7)
+    g.generate(str(exported), test_json, tmp_path / "full", gen, model=model, quiet=True)
+
+    real_write, calls = g.write_mp3, {"n": 0}
+
+    def dying_write(path, audio, sr):
+        calls["n"] += 1
+        if calls["n"] == 20:  # killed in the middle of the second batch
+            raise KeyboardInterrupt
+        real_write(path, audio, sr)
+
+    monkeypatch.setattr(g, "write_mp3", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        g.generate(str(exported), test_json, tmp_path / "resumed", gen, model=model, quiet=True)
+    monkeypatch.setattr(g, "write_mp3", real_write)
+    assert len(list((tmp_path / "resumed").iterdir())) == 19  # no partial file
+    summary = g.generate(str(exported), test_json, tmp_path / "resumed", gen, model=model, quiet=True)
+    assert summary["written"] == 48 - 19
+    for f in (tmp_path / "full").iterdir():
+        assert (tmp_path / "resumed" / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_bad_input_is_refused_per_item(model, exported, tmp_path):
+    from zalo_music.generate import GenerationConfig, generate
+
+    js = tmp_path / "bad.json"
+    js.write_text(json.dumps({"../escape.mp3": "x", "empty.mp3": " ", "noext": "a piano",
+                              "ok.mp3": "Une mélodie calme au piano ♪ " * 200}))
+    with pytest.warns(UserWarning, match="truncated"):
+        summary = generate(str(exported), js, tmp_path / "o", GenerationConfig(batch_size=4, duration=2.0),
+                           model=model, quiet=True)
+    assert set(summary["refused"]) == {"../escape.mp3", "empty.mp3", "noext"}
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["ok.mp3"]
+    assert not (tmp_path / "escape.mp3").exists()
+
+
+def test_validator_catches_problems(tmp_path, test_json):
+    from zalo_music.submission import validate
+
+    ids = sorted(json.loads(test_json.read_text()))
+    sr = 16000
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as zf:
+        def add(name, audio):
+            p = tmp_path / "x.mp3"
+            sf.write(str(p), audio, sr, format="MP3")
+            zf.write(p, name)
+        tone = 0.5 * np.sin(np.arange(sr * 10) / sr * 2 * np.pi * 440).astype(np.float32)
+        add(ids[0], tone)
+        add(ids[1], tone[: sr * 5])                      # too short
+        add(ids[2], np.zeros(sr * 10, np.float32))       # silent
+        add(ids[3], np.clip(tone * 4, -1, 1))            # clipping
+        add("extra.mp3", tone)
+        zf.writestr(ids[4], b"garbage")
+    report = validate(tmp_path / "bad.zip", test_json)
+    p = report.problems
+    assert ids[0] not in p
+    assert "expected 10.0s" in p[ids[1]][0]
+    assert "silent" in " ".join(p[ids[2]])
+    assert "clipping" in " ".join(p[ids[3]])
+    assert "not an id" in p["extra.mp3"][0]
+    assert "does not decode" in p[ids[4]][0]
+    assert "missing" in p[ids[5]][0] and not report.ok
