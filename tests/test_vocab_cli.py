@@ -17,6 +17,8 @@ def test_parse_competition_style_description():
     assert p.moods == ["groovy", "happy"]
     assert p.genre == "rock" and p.bpm == 132.0
     assert parse_description("A song at 95 BPM.").bpm == 95.0
+    assert parse_description("A lo-fi song in F# major with a piano.").key == "F# major"
+    assert parse_description("This piece is in the key of A minor.").key == "A minor"
     assert parse_description("Nothing musical here.").instruments == []
 
 

@@ -94,7 +94,7 @@ def sidecar(key: str, description: str, sample_rate: int, duration: float) -> di
     """Complete audiocraft MusicInfo sidecar for one clip (every field present, parsed where supported)."""
     parsed = parse_description(description)
     return {
-        "title": Path(key).stem, "artist": None, "key": None, "bpm": parsed.bpm, "genre": parsed.genre,
+        "title": Path(key).stem, "artist": None, "key": parsed.key, "bpm": parsed.bpm, "genre": parsed.genre,
         "moods": parsed.moods, "keywords": parsed.instruments + parsed.moods, "description": description,
         "name": Path(key).stem, "instrument": ", ".join(parsed.instruments) or None,
         "sample_rate": sample_rate, "duration": duration,

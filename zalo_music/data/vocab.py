@@ -41,6 +41,7 @@ class ParsedDescription:
     moods: list[str] = field(default_factory=list)
     genre: str | None = None
     bpm: float | None = None
+    key: str | None = None
 
 
 def _find(words: tuple[str, ...], text: str) -> list[str]:
@@ -67,6 +68,10 @@ def parse_description(text: str) -> ParsedDescription:
     parsed = ParsedDescription(instruments=_find(INSTRUMENTS, low), moods=_find(MOODS, low))
     genres = _find(GENRES, low)
     parsed.genre = genres[0] if genres else None
+    k = re.search(r"\b(?:in|key of) ([a-g])(#|b|-flat|-sharp)? (major|minor)\b", low)
+    if k:
+        accidental = {"-flat": "b", "-sharp": "#"}.get(k.group(2) or "", k.group(2) or "")
+        parsed.key = f"{k.group(1).upper()}{accidental} {k.group(3)}"
     m = re.search(r"(\d{2,3})\s*bpm", low)
     if m:
         parsed.bpm = float(m.group(1))
