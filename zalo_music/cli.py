@@ -23,14 +23,32 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare
 
+    augment = [a.strip() for a in args.augment.split(",") if a.strip()]
     report = prepare(args.json, args.audio_dir, args.name, sample_rate=args.sample_rate,
                      clip_seconds=args.clip_seconds, valid_fraction=args.valid_fraction, seed=args.seed,
-                     workers=args.workers)
+                     augmentations=augment, workers=args.workers)
     for err in report["errors"][:10]:
         print(f"  skipped {err['id']}: {err['reason']}")
     if len(report["errors"]) > 10:
         print(f"  ... {len(report['errors']) - 10} more in {report['manifests']}/report.json")
     return 0 if report["prepared"] else 1
+
+
+def _cmd_prepare_test(args: argparse.Namespace) -> int:
+    from .data.testset import prepare_test
+
+    report = prepare_test(args.json, args.name, train_json=args.train_json)
+    for err in report["refused"][:10]:
+        print(f"  refused {err['id']!r}: {err['reason']}")
+    return 0 if report["usable"] else 1
+
+
+def _cmd_eda(args: argparse.Namespace) -> int:
+    from .eda import write_report
+
+    write_report(args.json, args.out, test_json=args.test_json, dataset=args.dataset,
+                 audio_sample=args.audio_sample)
+    return 0
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
@@ -108,8 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--clip-seconds", type=float, default=10.0, help="clip length after trimming")
     r.add_argument("--valid-fraction", type=float, default=0.1, help="share of descriptions held out")
     r.add_argument("--seed", type=int, default=0, help="split seed")
+    r.add_argument("--augment", default="none",
+                   help="comma list of: none (native 10-s clips), loop (each clip x3 -> NAME-loop30), "
+                        "concat (3 clips with matching descriptions -> NAME-concat30)")
     r.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     r.set_defaults(func=_cmd_prepare)
+
+    t = sub.add_parser("prepare-test", formatter_class=fmt,
+                       help="check and clean a test description JSON (no audio) for generation")
+    t.add_argument("--json", required=True, help="the public_test.json-style file")
+    t.add_argument("--name", required=True, help="output name: manifests/NAME/test.json")
+    t.add_argument("--train-json", default=None, help="training JSON, to count descriptions seen in training")
+    t.set_defaults(func=_cmd_prepare_test)
+
+    a = sub.add_parser("eda", formatter_class=fmt,
+                       help="exploratory report (PNG plots + Markdown) on descriptions, and audio when present")
+    a.add_argument("--json", required=True, help="training descriptions (Zalo JSON)")
+    a.add_argument("--test-json", default=None, help="a test JSON, to measure its overlap with training")
+    a.add_argument("--dataset", default=None,
+                   help="name of a prepared dataset (manifests/NAME) for duration and loudness plots")
+    a.add_argument("--audio-sample", type=int, default=2000, help="at most this many clips read for loudness")
+    a.add_argument("--out", default="reports/eda", help="output folder")
+    a.set_defaults(func=_cmd_eda)
 
     q = sub.add_parser("quickstart", formatter_class=fmt,
                        help="main job on the demo data: build, prepare, train solver=zalo/tiny, report")

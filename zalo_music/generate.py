@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .data.prepare import load_descriptions
+from .data.zalo_json import read_zalo_json
 from .fileio import atomic_path, safe_child
 
 #: T5 (the MusicGen text encoder) takes 512 tokens; ~4 characters a token is generous for English.
@@ -141,7 +141,9 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     gen = gen or GenerationConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items, errors = check_items(load_descriptions(json_path), out)
+    descriptions, duplicates = read_zalo_json(json_path)
+    items, errors = check_items({k: v for k, v in descriptions.items() if k not in duplicates}, out)
+    errors.update({k: f"duplicate id ({n} times in the JSON)" for k, n in duplicates.items()})
     items = shard(items, shard_spec)
     batches = [items[i:i + gen.batch_size] for i in range(0, len(items), gen.batch_size)]
     todo = [b for b in batches if not all(t.exists() for _, _, t in b)]

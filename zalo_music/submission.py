@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .data.prepare import load_descriptions
+from .data.zalo_json import load_descriptions
 from .fileio import atomic_path
 
 DURATION_TOLERANCE = 0.1  # seconds: MP3 frames (1152 samples) and encoder padding
