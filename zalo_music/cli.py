@@ -51,6 +51,14 @@ def _cmd_eda(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grid_local(args: argparse.Namespace) -> int:
+    from .gridlocal import run_local
+
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    return 1 if run_local(args.grid, gpus=gpus, parallel=args.parallel, allow_dirty=args.allow_dirty,
+                          dry_run=args.dry_run) else 0
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import main
 
@@ -148,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--audio-sample", type=int, default=2000, help="at most this many clips read for loudness")
     a.add_argument("--out", default="reports/eda", help="output folder")
     a.set_defaults(func=_cmd_eda)
+
+    gl = sub.add_parser("grid-local", formatter_class=fmt,
+                        help="run every XP of a Dora grid on this machine (no SLURM), resuming, then the table")
+    gl.add_argument("grid", help="grid name under grids/ (e.g. zalo_tiny_lr_epochs)")
+    gl.add_argument("--gpus", default=None, help="comma list of GPU ids, one XP per GPU (default: CPU)")
+    gl.add_argument("--parallel", type=int, default=None, help="XPs at a time (default: number of GPUs, or 1)")
+    gl.add_argument("--allow-dirty", action="store_true",
+                    help="run from a git tree with uncommitted changes (recorded in each XP's grid_local.json)")
+    gl.add_argument("--dry-run", action="store_true", help="list the XPs and their state, run nothing")
+    gl.set_defaults(func=_cmd_grid_local)
 
     q = sub.add_parser("quickstart", formatter_class=fmt,
                        help="main job on the demo data: build, prepare, train solver=zalo/tiny, report")

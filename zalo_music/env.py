@@ -75,8 +75,13 @@ def setup_environment() -> None:
         except (KeyError, OSError):
             os.environ["USER"] = "zalo"
     os.environ.setdefault("AUDIOCRAFT_CONFIG", str(TEAM_FILE))
-    os.environ.setdefault("AUDIOCRAFT_DORA_DIR", str(dora_dir()))
-    os.environ.setdefault("AUDIOCRAFT_REFERENCE_DIR", str(reference_dir()))
+    # Our variables win over audiocraft's when both are set; otherwise an AUDIOCRAFT_* value is kept.
+    for ours, theirs, value in (("ZALO_MUSIC_DORA_DIR", "AUDIOCRAFT_DORA_DIR", dora_dir()),
+                                ("ZALO_MUSIC_REFERENCE_DIR", "AUDIOCRAFT_REFERENCE_DIR", reference_dir())):
+        if ours in os.environ:
+            os.environ[theirs] = str(value)
+        else:
+            os.environ.setdefault(theirs, str(value))
     # Without a reachable hub, transformers retries every missing file for ~30 s (laion_clap alone asks for
     # three tokenizers at import): go offline at once instead. ZALO_MUSIC_HUB_PROBE=0 skips the probe.
     if "HF_HUB_OFFLINE" not in os.environ and os.environ.get("ZALO_MUSIC_HUB_PROBE", "1") != "0":

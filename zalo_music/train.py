@@ -56,6 +56,10 @@ def main(cfg):
 
 main.dora.dir = AudioCraftEnvironment.get_dora_dir()
 main.dora.grid_package = "grids"  # the top-level grids/ folder of the project
+# audiocraft's config asks `dora grid` to launch from a clean git clone (provenance). ZALO_MUSIC_GIT_SAVE=0 turns
+# that off, e.g. on a dev box with uncommitted changes; `zalo-music grid-local` records the git state instead.
+if os.environ.get("ZALO_MUSIC_GIT_SAVE") == "0":
+    main.dora.git_save = False
 main._base_cfg.slurm = get_slurm_parameters(main._base_cfg.slurm)
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""`zalo-music grid-local`: run every XP of a Dora grid on this machine, no SLURM.
+
+Each XP runs as `python -m dora -P zalo_music run -f <SIG>` in its own process (audiocraft sets the
+multiprocessing start method once per process), one GPU per XP (`CUDA_VISIBLE_DEVICES`) or CPU when no GPU is
+given, `--parallel` at a time. XPs whose history already holds all their epochs are skipped; interrupted ones
+resume from their own checkpoint (that is what `dora run` does). The run ends with the grid table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import env
+
+
+@dataclass
+class LocalXP:
+    """One XP of the grid and its state on disk."""
+
+    sig: str
+    folder: Path
+    epochs: int
+    argv: list[str]
+    done_epochs: int = 0
+    status: str = "todo"
+    log: Path | None = None
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _history_len(folder: Path) -> int:
+    try:
+        return len(json.loads((folder / "history.json").read_text()))
+    except (OSError, ValueError):
+        return 0
+
+
+def grid_xps(grid: str) -> list[LocalXP]:
+    """Register the grid's XPs (like `dora grid NAME --dry_run --init`) and return them in grid order.
+
+    Args:
+        grid: grid module name under `grids/` (e.g. `zalo_tiny_lr_epochs`).
+    """
+    from dora.grid import RunGridArgs, _get_explore, run_grid
+
+    from .train import main
+
+    class _Args:
+        pass
+
+    args = _Args()
+    args.grid = grid
+    explorer = _get_explore(args, main)
+    sheeps = run_grid(main, explorer, grid, args=RunGridArgs(dry_run=True, init=True, silent=True))
+    out = []
+    for sheep in sheeps:
+        xp = sheep.xp
+        epochs = int(xp.cfg.optim.epochs)
+        out.append(LocalXP(xp.sig, xp.folder, epochs, list(xp.argv), _history_len(xp.folder)))
+    return out
+
+
+def git_state(root: Path) -> dict:
+    """Commit and dirtiness of the checkout the XPs are launched from (provenance)."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit or None, "dirty": bool(dirty), "changed_files": dirty.splitlines()[:50]}
+
+
+def run_local(grid: str, gpus: list[str] | None = None, parallel: int | None = None,
+              allow_dirty: bool = False, dry_run: bool = False) -> int:
+    """Run a grid locally; returns the number of XPs that failed.
+
+    Args:
+        grid: grid name under `grids/`.
+        gpus: GPU ids, one XP per GPU at a time (None: CPU).
+        parallel: XPs at a time (default: number of GPUs, or 1 on CPU).
+        allow_dirty: run from a git tree with uncommitted changes (the XPs then do not map to one commit).
+        dry_run: only list what would run.
+    """
+    state = git_state(env.PROJECT_ROOT)
+    if state["dirty"] and not allow_dirty and not dry_run:
+        raise ValueError(
+            "the git tree has uncommitted changes: an XP's signature covers its config, not the code, so results "
+            "could not be traced back to a commit. Commit first, or pass --allow-dirty (the changed files are "
+            "then recorded in each XP's grid_local.json).")
+    xps = grid_xps(grid)
+    parallel = parallel or (len(gpus) if gpus else 1)
+    todo = [x for x in xps if x.done_epochs < x.epochs]
+    for x in xps:
+        x.status = "done" if x.done_epochs >= x.epochs else ("resume" if x.done_epochs else "todo")
+    print(f"grid {grid}: {len(xps)} XPs, {len(xps) - len(todo)} done, {len(todo)} to run "
+          f"({parallel} at a time on {'GPUs ' + ','.join(gpus) if gpus else 'CPU'}); XPs in {env.dora_dir()}")
+    for x in xps:
+        print(f"  {x.sig}  {x.status:<6} {x.done_epochs}/{x.epochs} epochs  {' '.join(x.argv)}")
+    if dry_run or not todo:
+        return 0
+    free: list[str | None] = [gpus[i % len(gpus)] for i in range(parallel)] if gpus else [None] * parallel
+    lock = threading.Lock()
+    failures = 0
+    start = time.time()
+
+    def worker(x: LocalXP, device: str | None) -> None:
+        nonlocal failures
+        envs = dict(os.environ)
+        if device is not None:
+            envs["CUDA_VISIBLE_DEVICES"] = device
+        x.folder.mkdir(parents=True, exist_ok=True)
+        (x.folder / "grid_local.json").write_text(json.dumps({"grid": grid, "git": state, "device": device},
+                                                             indent=2))
+        x.log = x.folder / "grid_local.log"
+        t0 = time.time()
+        with open(x.log, "a") as log:
+            rc = subprocess.run([sys.executable, "-m", "dora", "-P", "zalo_music", "run", "-f", x.sig],
+                                cwd=env.PROJECT_ROOT, env=envs, stdout=log, stderr=subprocess.STDOUT).returncode
+        x.seconds = time.time() - t0
+        x.done_epochs = _history_len(x.folder)
+        with lock:
+            x.status = "done" if rc == 0 and x.done_epochs >= x.epochs else f"failed(rc={rc})"
+            failures += x.status != "done"
+            finished = sum(1 for y in todo if y.status == "done" or y.status.startswith("failed"))
+            eta = (time.time() - start) / finished * (len(todo) - finished)
+            print(f"[{finished}/{len(todo)}] {x.sig} {x.status} in {x.seconds:.0f}s "
+                  f"({x.done_epochs}/{x.epochs} epochs; log {x.log}); ETA {eta:.0f}s", flush=True)
+            free.append(device)
+
+    threads = []
+    queue = list(todo)
+    while queue:
+        with lock:
+            device = free.pop(0) if free else "busy"
+        if device == "busy":
+            time.sleep(0.5)
+            continue
+        x = queue.pop(0)
+        x.status = "running"
+        print(f"start {x.sig} on {device or 'cpu'}: {' '.join(x.argv)}", flush=True)
+        t = threading.Thread(target=worker, args=(x, device), daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    table = subprocess.run([sys.executable, "-m", "dora", "-P", "zalo_music", "grid", grid, "--dry_run"],
+                           cwd=env.PROJECT_ROOT, capture_output=True, text=True)
+    print(table.stdout + "\n".join(ln for ln in table.stderr.splitlines() if "Warning" not in ln))
+    print(f"grid-local {grid}: {len(todo) - failures} run, {failures} failed, {len(xps) - len(todo)} already done "
+          f"in {time.time() - start:.0f}s")
+    return failures
