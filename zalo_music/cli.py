@@ -206,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--duration", type=float, default=10.0, help="expected seconds per clip (+-0.1)")
     v.add_argument("--sample-rate", type=int, default=None, help="expected sample rate (default: any)")
     v.set_defaults(func=_cmd_validate)
+
+    from .trainer import register as register_train  # light at import: keeps --help fast
+    from .webdemo import register as register_demo
+
+    register_train(sub)
+    register_demo(sub)
     return p
 
 
