@@ -207,9 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sample-rate", type=int, default=None, help="expected sample rate (default: any)")
     v.set_defaults(func=_cmd_validate)
 
-    from .trainer import register as register_train  # light at import: keeps --help fast
+    from .metrics.cli import register as register_score  # each is light at import: keeps --help fast
+    from .tokens.cli import register as register_tokenize
+    from .trainer import register as register_train
     from .webdemo import register as register_demo
 
+    register_score(sub)
+    register_tokenize(sub)
     register_train(sub)
     register_demo(sub)
     return p

@@ -1,7 +1,9 @@
 """MusicGen solver for zalo-music XPs (`solver: zalo_musicgen`).
 
 Subclasses audiocraft's `MusicGenSolver`: training, checkpointing, generation and the XP history are
-audiocraft's. What this class adds is checked at start-up so a bad recipe fails before the first step.
+audiocraft's. What this class adds: start-up checks, so a bad recipe fails before the first step, and the Zalo
+metrics (CLAP, FAD, FAS, CLAS) in the evaluate stage when `zalo.eval.clas` is true
+(`zalo_music.metrics.solver_eval`). They land in the evaluate metrics, hence in history.json and `dora info -m`.
 """
 
 from __future__ import annotations
@@ -12,20 +14,83 @@ import omegaconf
 import torch
 from audiocraft.solvers.musicgen import MusicGenSolver
 
+from zalo_music.metrics.errors import MetricUnavailableError
+from zalo_music.solvers.tokens import TokenDataMixin
+from zalo_music.solvers.trainer_options import TrainerOptionsMixin
+
 logger = logging.getLogger(__name__)
 
 
-class ZaloMusicGenSolver(MusicGenSolver):
-    """audiocraft's MusicGen solver plus zalo-music's start-up checks.
+class ZaloMusicGenSolver(TokenDataMixin, TrainerOptionsMixin, MusicGenSolver):
+    """audiocraft's MusicGen solver plus zalo-music's start-up checks and the Zalo evaluate metrics.
+
+    With `zalo.eval.clas: true` the evaluate stage also reports clap, fad, fas and clas
+    (`zalo_music.metrics.solver_eval`). A metric that cannot run (`MetricUnavailableError`, e.g. a missing CLAP
+    checkpoint) is logged at start-up and, during training, re-raised only once the epoch is committed.
 
     Args:
         cfg: the composed XP config (`solver=zalo/...`).
     """
 
     def __init__(self, cfg: omegaconf.DictConfig):
+        from zalo_music.metrics.solver_eval import settings_from_cfg
+
         check_segment_policy(cfg)
         super().__init__(cfg)
+        self._clas_settings = settings_from_cfg(cfg)
+        self._deferred_error: MetricUnavailableError | None = None
         logger.info("zalo-music XP %s in %s", self.xp.sig, self.xp.folder)
+        self._preflight_clas()
+
+    def _preflight_clas(self) -> None:
+        # Tell the user at start-up, not after hours of training, that the evaluate stage will fail.
+        if self._clas_settings is None:
+            return
+        from zalo_music.metrics.clap import resolve_checkpoint
+
+        try:
+            path = resolve_checkpoint(self._clas_settings.clap)
+        except MetricUnavailableError as exc:
+            logger.error("zalo.eval.clas is on but the evaluate stage will fail: %s", exc)
+        else:
+            logger.info("CLAS evaluation on, CLAP checkpoint %s", path)
+
+    @property
+    def best_metric_name(self) -> str | None:
+        # `zalo.eval.best_metric: none` keeps the last state as "best" (e.g. to evaluate the final weights).
+        choice = self.cfg.get("zalo", {}).get("eval", {}).get("best_metric", "ce")
+        return None if choice in (None, "none") else super().best_metric_name
+
+    def evaluate(self) -> dict:
+        """audiocraft's evaluate metrics, plus clap/fad/fas/clas when `zalo.eval.clas` is on."""
+        metrics = super().evaluate()
+        if self._clas_settings is not None:
+            from zalo_music.metrics.solver_eval import evaluate_clas
+
+            self.model.eval()
+            with torch.no_grad():
+                metrics.update(evaluate_clas(self, self._clas_settings))
+        return metrics
+
+    def run_epoch(self) -> None:
+        # A metric that cannot run fails the evaluate stage, but only after this epoch's training is committed
+        # (checkpoint saved, see `commit`): the error never costs training state.
+        try:
+            super().run_epoch()
+        except MetricUnavailableError as exc:
+            logger.error("evaluate stage failed at epoch %d: %s", self.epoch, exc)
+            self._deferred_error = exc
+
+    def commit(self, save_checkpoints: bool = True) -> None:
+        epoch = self.epoch
+        super().commit(save_checkpoints)
+        if self._deferred_error is not None:
+            exc, self._deferred_error = self._deferred_error, None
+            raise MetricUnavailableError(
+                f"evaluate stage failed at epoch {epoch}: {exc}\nThe training state of epoch {epoch} is saved in "
+                f"{self.checkpoint_path()}. Fix the cause, then `dora -P zalo_music run -f {self.xp.sig}` "
+                f"continues training, and an eval-only XP scores it: `... continue_from=//sig/{self.xp.sig} "
+                "execute_only=evaluate`.") from exc
 
     def build_model(self) -> None:
         # Seed right before the models are built: audiocraft's debug codec is random-init, and

@@ -1,0 +1,119 @@
+"""Benchmark `zalo-music score`: batched vs one-clip-at-a-time CLAP embedding, cached vs recomputed FAD stats.
+
+    .venv/bin/python scripts/bench_score.py --n 1000 --n-single 100 --n-ref 200 --standin
+
+Synthetic clips (short decaying tones + noise, 16 kHz MP3) named like Zalo ids; every clip becomes one
+deterministic 10-s 48 kHz CLAP window whatever its length, so the per-clip CLAP cost does not depend on it.
+`--standin` uses a random HTSAT-tiny CLAP and the tiny stand-in Hugging Face cache of the tests (offline
+machines); otherwise `--clap-checkpoint` / `--clap-model` pick a real one. One-at-a-time throughput is measured
+on the first `--n-single` clips (the rate, not the total, is compared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _write_clips(folder: Path, n: int, seconds: float, seed: int) -> dict[str, str]:
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    sr = 16_000
+    t = np.arange(int(seconds * sr)) / sr
+    out = {}
+    for i in range(n):
+        hz = 110 * 2 ** (rng.integers(0, 36) / 12)
+        wav = 0.4 * np.sin(2 * np.pi * hz * t) * np.exp(-t * rng.uniform(0.5, 4)) + 0.02 * rng.normal(size=t.size)
+        key = f"{1_700_000_000 + i}.0000000.mp3"  # Zalo-style id
+        sf.write(folder / key, wav.astype("float32"), sr, format="MP3")
+        out[key] = f"a {'calm' if hz < 300 else 'bright'} tone number {i}"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print one JSON line of figures.
+
+    Args:
+        argv: command-line arguments (default: sys.argv).
+    """
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--n", type=int, default=1000, help="clips scored batched")
+    p.add_argument("--n-single", type=int, default=100, help="clips scored one at a time (rate measured)")
+    p.add_argument("--n-ref", type=int, default=200, help="reference clips (FAD statistics)")
+    p.add_argument("--seconds", type=float, default=1.0, help="length of each synthetic clip")
+    p.add_argument("--batch", type=int, default=4,
+                   help="CLAP batch size of the batched run (4 is best on a 2-core CPU; larger on a GPU)")
+    p.add_argument("--standin", action="store_true", help="random HTSAT-tiny CLAP + stand-in HF cache (offline)")
+    p.add_argument("--clap-checkpoint", default=None, help="real laion-clap checkpoint (without --standin)")
+    p.add_argument("--clap-model", default="HTSAT-base", help="audio tower of --clap-checkpoint")
+    args = p.parse_args(argv)
+
+    ckpt, model = args.clap_checkpoint, args.clap_model
+    if args.standin:
+        from tests import clap_fixture  # sets HF_HOME before transformers is imported
+
+        ckpt = str(clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / "clap_tiny_random.pt"))
+        model = "HTSAT-tiny"
+    import numpy as np
+
+    import zalo_music  # noqa: F401
+    from zalo_music.metrics.clap import ClapSpec, get_embedder
+    from zalo_music.metrics.evaluator import ClasSettings, embed_files
+    from zalo_music.metrics.reference import reference_stats
+    from zalo_music.metrics.score import score_folder
+
+    root = Path(tempfile.mkdtemp(prefix="zalo-bench-score-"))
+    zalo = _write_clips(root / "clips", args.n, args.seconds, seed=0)
+    _write_clips(root / "ref", args.n_ref, args.seconds, seed=1)
+    (root / "all.json").write_text(json.dumps(zalo))
+    (root / "single.json").write_text(json.dumps(dict(list(sorted(zalo.items()))[: args.n_single])))
+
+    def settings(batch: int) -> ClasSettings:
+        return ClasSettings(clap=ClapSpec(checkpoint=ckpt, amodel=model, batch_size=batch, download=False),
+                            stats_cache=str(root / "cache"))
+
+    embedder = get_embedder(settings(args.batch).clap)  # load CLAP once, outside the timings
+    embed_files(embedder, sorted((root / "ref").iterdir())[:4])  # warm-up forward pass
+    t = time.perf_counter()
+    batched = score_folder(root / "clips", root / "all.json", reference=root / "ref",
+                           settings=settings(args.batch))  # fills the reference cache
+    batched_total = time.perf_counter() - t
+    single = score_folder(root / "clips", root / "single.json", settings=settings(1))
+
+    def ref(cache: str | None):
+        t0 = time.perf_counter()
+        stats, hit = reference_stats(root / "ref", lambda f: embed_files(embedder, f)[0], embedder.identity, cache)
+        return stats, hit, time.perf_counter() - t0
+
+    fresh, _, recomputed_s = ref(None)
+    cached, hit, cached_s = ref(str(root / "cache"))
+    batched_rate = batched["timing"]["clips_per_s"]
+    single_rate = single["timing"]["clips_per_s"]
+    figures = {
+        "n": args.n, "n_single": args.n_single, "n_ref": args.n_ref, "batch": args.batch,
+        "batched_clips_per_s": round(batched_rate, 2),
+        "one_at_a_time_clips_per_s": round(single_rate, 2),
+        "batched_speedup": round(batched_rate / single_rate, 2),
+        "ref_stats_recomputed_s": round(recomputed_s, 2),
+        "ref_stats_cached_s": round(cached_s, 4),
+        "ref_cache_speedup": round(recomputed_s / max(cached_s, 1e-6), 1),
+        "cache_hit": hit,
+        "cached_equals_recomputed": bool(np.allclose(fresh.mu, cached.mu) and np.allclose(fresh.sigma, cached.sigma)),
+        "score_total_s": round(batched_total, 1),
+        "metrics": {k: round(v, 4) for k, v in batched["metrics"].items()},
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Training steps/s from precomputed tokens vs from audio: same tiny solver, same CPU, side by side.
+
+Builds the demo dataset in a temporary folder, tokenizes it, then builds two `solver=zalo/tiny` solvers
+in-process (dset=zalo/demo: audio; dset=zalo/demo_tokens: tokens) and runs real training steps
+(`run_step`: forward, backward, optimizer) in alternating rounds, timing separately the wait on the
+dataloader (`next(iter)`) and the step itself (for audio it includes the codec encode).
+
+    .venv/bin/python scripts/bench_tokens.py --steps 24 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _setup(root: Path, clips: int) -> None:
+    os.environ.update({"ZALO_MUSIC_DORA_DIR": str(root / "outputs"), "AUDIOCRAFT_DORA_DIR": str(root / "outputs"),
+                       "ZALO_MUSIC_DATA_DIR": str(root / "data"), "ZALO_MUSIC_MANIFEST_DIR": str(root / "manifests"),
+                       "HF_HUB_OFFLINE": "1"})
+    import zalo_music  # noqa: F401  (environment before audiocraft)
+    from zalo_music.data.demo import build_demo
+    from zalo_music.data.prepare import prepare
+
+    src = build_demo(root / "data" / "demo_source", n=clips)
+    prepare(src, src.parent / "audio", "demo", workers=2, quiet=True)
+
+
+def _solver(argv: list[str]):
+    from audiocraft import train as ac_train
+
+    from zalo_music.train import main
+
+    xp = main.get_xp(argv)
+    with xp.enter():
+        return ac_train.get_solver(xp.cfg)
+
+
+class Runner:
+    """Runs training steps of one solver, resuming its dataloader between rounds."""
+
+    def __init__(self, solver):
+        from audiocraft.utils.utils import get_dataset_from_loader
+
+        self.solver = solver
+        get_dataset_from_loader(solver.dataloaders["train"]).current_epoch = 1
+        self.it = iter(solver.dataloaders["train"])
+        self.wait = self.step = 0.0
+        self.steps = 0
+
+    def _next(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.solver.dataloaders["train"])
+            return next(self.it)
+
+    def run(self, n: int, timed: bool = True) -> None:
+        def loop():
+            self.solver.model.train()
+            for idx in range(n):
+                t0 = time.perf_counter()
+                batch = self._next()
+                t1 = time.perf_counter()
+                self.solver.run_step(idx, batch, {})
+                t2 = time.perf_counter()
+                if timed:
+                    self.wait += t1 - t0
+                    self.step += t2 - t1
+                    self.steps += 1
+            return {}
+
+        self.solver._start_epoch()  # flashy logs each stage once per epoch: start a fresh (uncommitted) one
+        self.solver.run_stage("train", loop)
+
+    def result(self) -> dict:
+        total = self.wait + self.step
+        return {"steps": self.steps, "steps_per_s": round(self.steps / total, 3),
+                "data_wait_ms_per_step": round(1000 * self.wait / self.steps, 2),
+                "step_ms": round(1000 * self.step / self.steps, 1),
+                "data_wait_share": round(self.wait / total, 4)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print one JSON line."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=64, help="demo clips")
+    ap.add_argument("--steps", type=int, default=24, help="timed training steps per path (split over rounds)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating audio/tokens rounds (noise control)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per path first")
+    args = ap.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="zalo-bench-tokens-"))
+    _setup(root, args.clips)
+    from zalo_music.tokens.encode import tokenize
+
+    t0 = time.time()
+    summary = tokenize(["solver=zalo/tiny", "dset=zalo/demo_tokens"], quiet=True)
+    tokenize_s = time.time() - t0
+    runners = {"audio": Runner(_solver(["solver=zalo/tiny", "dset=zalo/demo"])),
+               "tokens": Runner(_solver(["solver=zalo/tiny", "dset=zalo/demo_tokens"]))}
+    for r in runners.values():
+        r.run(args.warmup, timed=False)
+    per_round = max(1, args.steps // args.rounds)
+    for _ in range(args.rounds):
+        for r in runners.values():
+            r.run(per_round)
+    res = {name: r.result() for name, r in runners.items()}
+    res["speedup_steps_per_s"] = round(res["tokens"]["steps_per_s"] / res["audio"]["steps_per_s"], 2)
+    res["tokenize_s"] = round(tokenize_s, 1)
+    res["clips"] = args.clips
+    res["cache"] = summary["cache"]
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Evaluation: FAD/FAS/CLAS maths, CLAP through laion-clap's code path, caching, the solver stage, grid, score.
+
+CLAP runs on a random HTSAT-tiny checkpoint and a tiny stand-in Hugging Face cache (`tests/clap_fixture.py`):
+the numbers are meaningless, the code path is the real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
+from tests.conftest import TINY_ARGV, run_dora
+from zalo_music.metrics import GaussianStats, clas, fad_from_stats, fad_infinity, fas, frechet_distance
+from zalo_music.metrics.audio import CLAP_SAMPLE_RATE, WINDOW, clap_window
+from zalo_music.metrics.errors import MetricUnavailableError
+from zalo_music.metrics.evaluator import ClasSettings, scores_from_embeddings
+
+
+# --------------------------------------------------------------------------------------------- FAD maths
+def _closed_form_diag(mu1, var1, mu2, var2) -> float:
+    # For diagonal covariances the matrix square root is elementwise: an independent check of sqrtm.
+    return float(((mu1 - mu2) ** 2).sum() + ((np.sqrt(var1) - np.sqrt(var2)) ** 2).sum())
+
+
+def test_frechet_distance_matches_closed_form():
+    rng = np.random.default_rng(0)
+    d = 6
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    var1, var2 = rng.uniform(0.2, 2.0, d), rng.uniform(0.2, 2.0, d)
+    expected = _closed_form_diag(mu1, var1, mu2, var2)
+    assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected, rel=1e-9)
+    # Rotating both Gaussians by the same orthogonal matrix leaves the distance unchanged (full covariances).
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    rotated = frechet_distance(q @ mu1, q @ np.diag(var1) @ q.T, q @ mu2, q @ np.diag(var2) @ q.T)
+    assert rotated == pytest.approx(expected, rel=1e-6)
+
+
+def test_fad_from_samples_converges_to_closed_form():
+    rng = np.random.default_rng(1)
+    d, n = 4, 40_000
+    mu1, mu2 = np.zeros(d), np.full(d, 0.5)
+    var1, var2 = np.array([1.0, 0.5, 2.0, 1.0]), np.array([0.5, 0.5, 1.0, 3.0])
+    x = mu1 + rng.normal(size=(n, d)) * np.sqrt(var1)
+    y = mu2 + rng.normal(size=(n, d)) * np.sqrt(var2)
+    got = fad_from_stats(GaussianStats.from_embeddings(x), GaussianStats.from_embeddings(y))
+    assert got == pytest.approx(_closed_form_diag(mu1, var1, mu2, var2), rel=0.03)
+
+
+@pytest.mark.parametrize("n,d", [(200, 8), (10, 64)])  # full-rank and rank-deficient (N < D) sets
+def test_identical_sets_give_fad_zero_fas_one(n, d):
+    x = np.random.default_rng(2).normal(size=(n, d))
+    stats = GaussianStats.from_embeddings(x)
+    value = fad_from_stats(stats, GaussianStats.from_embeddings(x.copy()))
+    assert value == pytest.approx(0.0, abs=1e-6)
+    assert fas(value) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_fas_and_clas_definitions():
+    assert fas(0.0) == 1.0
+    assert fas(2.0, tau=2.0) == pytest.approx(np.exp(-1.0))
+    assert fas(3.0) == pytest.approx(np.exp(-3.0))
+    assert clas(0.4, 0.8) == pytest.approx(0.6)
+    with pytest.raises(ValueError):
+        fas(1.0, tau=0)
+
+
+def test_scores_independent_of_item_order():
+    rng = np.random.default_rng(3)
+    t, a = rng.normal(size=(12, 16)), rng.normal(size=(12, 16))
+    ref = GaussianStats.from_embeddings(rng.normal(size=(30, 16)))
+    perm = rng.permutation(12)
+    m1, cos1 = scores_from_embeddings(t, a, ref, ClasSettings())
+    m2, cos2 = scores_from_embeddings(t[perm], a[perm], ref, ClasSettings())
+    for key in ("clap", "fad", "fas", "clas"):
+        assert m1[key] == pytest.approx(m2[key], rel=1e-6, abs=1e-9)  # round-off only
+    np.testing.assert_allclose(cos1[perm], cos2)
+
+
+def test_fad_infinity_removes_small_sample_bias():
+    rng = np.random.default_rng(4)
+    d = 4
+    shift = np.array([1.0, 0.0, 0.0, 0.0])
+    ref = GaussianStats(mu=np.zeros(d), sigma=np.eye(d), n=10**9)  # exact reference Gaussian
+    gen = rng.normal(size=(400, d)) + shift  # true FAD = ||shift||^2 = 1
+    small = fad_from_stats(GaussianStats.from_embeddings(gen[:20]), ref)
+    result = fad_infinity(gen, ref, sizes=[20, 40, 80, 160, 400], draws=8, seed=0)
+    assert result["fad_inf"] == pytest.approx(1.0, abs=0.15)
+    assert result["slope"] > 0  # small sets overestimate
+    assert abs(small - 1.0) > abs(result["fad_inf"] - 1.0)
+    again = fad_infinity(gen, ref, sizes=[20, 40, 80, 160, 400], draws=8, seed=0)
+    assert again["fad_inf"] == result["fad_inf"]  # deterministic
+
+
+# --------------------------------------------------------------------------------------------- windows
+def test_clap_window_edge_cases():
+    sr = 32_000
+    long = np.sin(np.linspace(0, 3000, 15 * sr)).astype(np.float32) * 0.5
+    w, info = clap_window(long, sr)
+    assert w.shape == (WINDOW,) and info.cropped and not info.padded
+    np.testing.assert_array_equal(w, clap_window(long, sr)[0])  # deterministic, no random crop
+    short = long[: sr // 2]
+    w, info = clap_window(short, sr)
+    assert w.shape == (WINDOW,) and info.padded
+    np.testing.assert_allclose(w[: CLAP_SAMPLE_RATE // 2], w[CLAP_SAMPLE_RATE // 2: CLAP_SAMPLE_RATE], atol=1e-6)
+    w, info = clap_window(np.zeros(10 * sr, np.float32), sr)
+    assert info.silent and not w.any()
+    w, info = clap_window(np.zeros(0, np.float32), sr)
+    assert info.silent and w.shape == (WINDOW,)
+    nan = long.copy()
+    nan[::100] = np.nan
+    w, info = clap_window(nan, sr)
+    assert np.isfinite(w).all() and info.nonfinite == len(nan[::100])
+    stereo = np.stack([long, -long])[:, : 10 * sr]
+    w, info = clap_window(stereo, sr)
+    assert np.abs(w).max() < 1e-4  # downmixed to mono (the channels cancel)
+    w, info = clap_window(np.ones(10 * CLAP_SAMPLE_RATE, np.float32) * 0.1, CLAP_SAMPLE_RATE)
+    assert not info.issues() and w.shape == (WINDOW,)
+
+
+# --------------------------------------------------------------------------------------------- cache
+def _manifest(folder: Path, paths: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data.jsonl").write_text("".join(json.dumps({"path": p, "duration": 10.0}) + "\n" for p in paths))
+    return folder
+
+
+def test_reference_stats_cache_hit_and_miss(tmp_path):
+    from zalo_music.metrics.reference import reference_stats
+
+    calls = []
+
+    def embed(files):
+        calls.append(list(files))
+        return np.arange(len(files) * 3, dtype=np.float64).reshape(len(files), 3) ** 1.5
+
+    ref = _manifest(tmp_path / "ref", ["a.wav", "b.wav", "c.wav"])
+    cache = tmp_path / "cache"
+    s1, hit1 = reference_stats(ref, embed, "model-A", cache)
+    s2, hit2 = reference_stats(ref, embed, "model-A", cache)
+    assert (hit1, hit2) == (False, True) and len(calls) == 1
+    np.testing.assert_array_equal(s1.mu, s2.mu)
+    np.testing.assert_array_equal(s1.sigma, s2.sigma)
+    assert s2.n == 3
+    assert not [p for p in cache.iterdir() if p.suffix != ".npz"]  # atomic write leaves no temp file
+    _, hit = reference_stats(ref, embed, "model-B", cache)  # other embedding model / checkpoint
+    assert not hit
+    _manifest(ref, ["a.wav", "b.wav", "d.wav"])  # manifest content changed
+    _, hit = reference_stats(ref, embed, "model-A", cache)
+    assert not hit and len(calls) == 3
+    for f in cache.iterdir():  # a corrupt cache file is recomputed, not trusted
+        f.write_bytes(b"garbage")
+    _, hit = reference_stats(ref, embed, "model-A", cache)
+    assert not hit and len(calls) == 4
+
+
+# --------------------------------------------------------------------------------------------- CLAP
+def test_missing_checkpoint_error_names_the_file(tmp_path, monkeypatch):
+    from zalo_music.metrics.clap import ClapSpec, resolve_checkpoint
+
+    missing = tmp_path / "nope" / "clap.pt"
+    with pytest.raises(MetricUnavailableError, match=re.escape(str(missing))):
+        resolve_checkpoint(ClapSpec(checkpoint=str(missing)))
+    monkeypatch.setenv("ZALO_MUSIC_CLAP_CHECKPOINT", str(missing))
+    with pytest.raises(MetricUnavailableError, match="ZALO_MUSIC_CLAP_CHECKPOINT"):
+        resolve_checkpoint(ClapSpec())
+    monkeypatch.delenv("ZALO_MUSIC_CLAP_CHECKPOINT")
+    # Default: the music checkpoint under //reference/clap (offline: no download attempted).
+    with pytest.raises(MetricUnavailableError, match=r"reference/clap/music_audioset_epoch_15_esc_90\.14\.pt"):
+        resolve_checkpoint(ClapSpec())
+
+
+@pytest.fixture(scope="session")
+def clap_checkpoint() -> Path:
+    """A random HTSAT-tiny laion-clap checkpoint (and the stand-in HF cache it needs)."""
+    return clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / "ckpt" / "clap_tiny_random.pt")
+
+
+@pytest.fixture(scope="session")
+def embedder(clap_checkpoint):
+    from zalo_music.metrics.clap import ClapSpec, get_embedder
+
+    return get_embedder(ClapSpec(checkpoint=str(clap_checkpoint), amodel="HTSAT-tiny", device="cpu",
+                                 batch_size=2))
+
+
+def _clips(n: int, seconds: float = 10.0, sr: int = CLAP_SAMPLE_RATE) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    t = np.arange(int(seconds * sr)) / sr
+    return np.stack([0.3 * np.sin(2 * np.pi * (110 * (i + 1)) * t) + 0.05 * rng.normal(size=t.size)
+                     for i in range(n)]).astype(np.float32)
+
+
+def test_clap_score_equals_laion_clap_api(embedder, clap_checkpoint):
+    import laion_clap
+
+    texts = ["a calm piano melody", "fast rock with drums and guitar", "a sad violin"]
+    clips = _clips(3)
+    reference = laion_clap.CLAP_Module(enable_fusion=False, amodel="HTSAT-tiny", device="cpu")
+    reference.load_ckpt(str(clap_checkpoint), verbose=False)  # laion-clap's own loader on the same file
+    t_ref = reference.get_text_embedding(texts)
+    a_ref = reference.get_audio_embedding_from_data(clips)
+    expected = (t_ref * a_ref).sum(-1) / np.linalg.norm(t_ref, axis=-1) / np.linalg.norm(a_ref, axis=-1)
+
+    from zalo_music.metrics.clap import clap_cosines
+
+    windows = np.stack([clap_window(c, CLAP_SAMPLE_RATE)[0] for c in clips])
+    cos = clap_cosines(embedder.embed_text(texts), embedder.embed_windows(windows))
+    np.testing.assert_allclose(cos, expected, atol=1e-5)
+    m, _ = scores_from_embeddings(embedder.embed_text(texts), embedder.embed_windows(windows), None,
+                                  ClasSettings())
+    assert m["clap"] == pytest.approx(float(expected.mean()), abs=1e-5)
+
+
+def test_clap_handles_odd_audio_and_is_deterministic(embedder):
+    sr = 32_000
+    base = _clips(1, seconds=15, sr=sr)[0]
+    nan = base[: 10 * sr].copy()
+    nan[::50] = np.nan
+    odd = [base, base[: sr // 4], np.zeros(10 * sr, np.float32), nan]
+    windows = np.stack([clap_window(x, sr)[0] for x in odd])
+    emb = embedder.embed_windows(windows)
+    assert emb.shape == (4, 512) and np.isfinite(emb).all()
+    again = embedder.embed_windows(np.stack([clap_window(x, sr)[0] for x in odd]))
+    np.testing.assert_allclose(emb, again, atol=1e-6)  # long clip: no random crop
+    batched = embedder.embed_windows(windows, batch_size=4)
+    np.testing.assert_allclose(emb, batched, atol=1e-5)  # batch size does not change embeddings
+
+
+def _score_parser() -> argparse.ArgumentParser:
+    from zalo_music.metrics.cli import register
+
+    parser = argparse.ArgumentParser(prog="zalo-music")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_score_command_writes_report(demo_source, clap_checkpoint, tmp_path, capsys):
+    import soundfile as sf
+
+    descriptions = json.loads(demo_source.read_text())
+    keys = sorted(descriptions)
+    clips, ref = tmp_path / "clips", tmp_path / "ref"
+    clips.mkdir()
+    ref.mkdir()
+    for k in keys[:3]:
+        shutil.copy(demo_source.parent / "audio" / k, clips / k)
+    for k in keys[3:6]:
+        shutil.copy(demo_source.parent / "audio" / k, ref / k)
+    sf.write(clips / "short.mp3", _clips(1, seconds=0.5, sr=16000)[0], 16000, format="MP3")
+    sf.write(clips / "silent.mp3", np.zeros(16000 * 10, np.float32), 16000, format="MP3")
+    zalo = {k: descriptions[k] for k in keys[:3]}
+    zalo.update({"short.mp3": "a short clip", "silent.mp3": "nothing at all", "missing.mp3": "not there",
+                 "empty.mp3": "  "})
+    (tmp_path / "test.json").write_text(json.dumps(zalo))
+    argv = ["score", "--audio-dir", str(clips), "--json", str(tmp_path / "test.json"), "--reference", str(ref),
+            "--clap-checkpoint", str(clap_checkpoint), "--clap-model", "HTSAT-tiny", "--device", "cpu",
+            "--stats-cache", str(tmp_path / "cache"), "--worst", "2", "--fad-inf"]
+    args = _score_parser().parse_args(argv)
+    assert args.func(args) == 0
+    report = json.loads((clips / "score.json").read_text())
+    assert set(report["items"]) == {*keys[:3], "short.mp3", "silent.mp3"}
+    assert report["missing"] == ["missing.mp3"] and report["empty_descriptions"] == ["empty.mp3"]
+    m = report["metrics"]
+    assert {"clap", "fad", "fas", "clas", "fad_inf"} <= set(m) and m["n_items"] == 5
+    assert m["clap"] == pytest.approx(np.mean([v["clap"] for v in report["items"].values()]))
+    assert m["fas"] == pytest.approx(np.exp(-m["fad"])) and m["clas"] == pytest.approx((m["clap"] + m["fas"]) / 2)
+    assert [w["clap"] for w in report["worst"]] == sorted(v["clap"] for v in report["items"].values())[:2]
+    assert any("short" in i for i in report["items"]["short.mp3"]["issues"])
+    assert "silent" in report["items"]["silent.mp3"]["issues"]
+    assert report["settings"]["stats_cache_hit"] is False
+    out = capsys.readouterr().out
+    assert "clas" in out and "worst 2 by CLAP" in out
+    args = _score_parser().parse_args(argv + ["--out", str(tmp_path / "again.json")])
+    assert args.func(args) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["settings"]["stats_cache_hit"] is True
+    assert again["metrics"]["fad"] == pytest.approx(m["fad"])  # same numbers from cached statistics
+    missing = _score_parser().parse_args(argv + ["--clap-checkpoint", str(tmp_path / "no.pt")])  # last wins
+    assert missing.func(missing) == 2
+    assert str(tmp_path / "no.pt") in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- e2e
+def _metrics_line(sig: str) -> dict:
+    proc = run_dora("info", "-f", sig, "-m")
+    m = re.search(r"Metrics\[(\d+)\]: (\{.*\})", proc.stdout + proc.stderr)
+    assert m, proc.stdout + proc.stderr
+    return json.loads(m.group(2))
+
+
+def _folder(argv: list[str]) -> Path:
+    from zalo_music.train import main
+
+    return Path(main.dora.dir) / "xps" / main.get_xp(argv).sig
+
+
+@pytest.mark.e2e
+def test_tiny_xp_with_eval_then_eval_only_xp(demo_manifests, clap_checkpoint):
+    clap = [f"zalo.eval.clap_checkpoint={clap_checkpoint}", "zalo.eval.clap_model=HTSAT-tiny"]
+    argv = ["solver=zalo/tiny_eval", *TINY_ARGV[1:], "optim.epochs=1", "optim.updates_per_epoch=2", *clap]
+    proc = run_dora("run", *argv)
+    folder = _folder(argv)
+    history = json.loads((folder / "history.json").read_text())
+    ev = history[-1]["evaluate"]
+    assert {"clap", "fad", "fas", "clas"} <= set(ev)
+    assert -1 <= ev["clap"] <= 1 and ev["fad"] >= 0 and 0 < ev["fas"] <= 1
+    assert ev["clas"] == pytest.approx((ev["clap"] + ev["fas"]) / 2)
+    assert "stats cache miss" in proc.stdout + proc.stderr
+    assert _metrics_line(folder.name)["evaluate"]["clas"] == pytest.approx(ev["clas"])
+
+    # Eval-only XP on that training signature: same weights, same seed, same scores; reference stats cached.
+    eval_argv = ["solver=zalo/tiny_eval", *TINY_ARGV[1:], *clap, f"continue_from=//sig/{folder.name}",
+                 "execute_only=evaluate"]
+    proc = run_dora("run", *eval_argv)
+    assert "stats cache hit" in proc.stdout + proc.stderr
+    eval_folder = _folder(eval_argv)
+    assert eval_folder != folder
+    ev2 = json.loads((eval_folder / "history.json").read_text())[-1]["evaluate"]
+    for key in ("clap", "fad", "fas", "clas"):
+        assert ev2[key] == pytest.approx(ev[key], rel=1e-5, abs=1e-6)
+    assert set(_metrics_line(eval_folder.name)["evaluate"]) >= {"clap", "fad", "fas", "clas"}
+
+
+@pytest.mark.e2e
+def test_missing_clap_checkpoint_fails_evaluate_but_keeps_training_state(demo_manifests, tmp_path):
+    missing = tmp_path / "no_such_clap.pt"
+    argv = ["solver=zalo/tiny_eval", *TINY_ARGV[1:], "optim.epochs=1", "optim.updates_per_epoch=1",
+            f"zalo.eval.clap_checkpoint={missing}", "zalo.eval.clap_model=HTSAT-tiny"]
+    proc = run_dora("run", *argv, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "MetricUnavailableError" in out and str(missing) in out
+    folder = _folder(argv)
+    assert (folder / "checkpoint.th").is_file()  # the epoch was committed before the error surfaced
+    history = json.loads((folder / "history.json").read_text())
+    assert len(history) == 1 and "train" in history[0] and "evaluate" not in history[0]
+
+
+@pytest.mark.e2e
+def test_eval_grid_lists_one_eval_xp_per_training_xp_plus_baseline():
+    from grids.zalo_eval_lr_epochs import EVAL, training_signature
+    from grids.zalo_ft_lr_epochs import BASE, sweep
+    from zalo_music.train import main
+
+    def argv(overrides: dict) -> list[str]:
+        return [f"{k}={v}" for k, v in overrides.items()]
+
+    expected = {main.get_xp(argv({**BASE, **EVAL, **o, "continue_from": f"//sig/{training_signature(o)}"})).sig
+                for o in sweep()}
+    baseline = main.get_xp(argv({**BASE, **EVAL})).sig
+    assert len(expected) == len(sweep()) >= 6 and baseline not in expected
+    proc = run_dora("grid", "zalo_eval_lr_epochs", "--dry_run", "--init")
+    out = proc.stdout + proc.stderr
+    listed = set(re.findall(r"\b([0-9a-f]{8})\b", out))
+    assert expected | {baseline} <= listed, out
+    for o in sweep():  # each eval XP names the training XP it scores
+        assert f"//sig/{training_signature(o)}" in out
+    assert "clas" in out  # explorer column

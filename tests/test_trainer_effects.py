@@ -1,0 +1,105 @@
+"""Each classic trainer option has a visible effect on the real solver (built in-process, tiny recipe)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import PROJECT, run_dora
+
+BASE = ["solver=zalo/tiny", "dset=zalo/demo", "optim.updates_per_epoch=4", "optim.epochs=1",
+        "dataset.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def make_solver(demo_manifests):
+    from audiocraft import train as ac_train
+
+    from zalo_music.train import main
+
+    def make(*extra: str):
+        xp = main.get_xp([*BASE, *extra])
+        return ac_train.get_solver_from_xp(xp, restore=False)
+
+    return make
+
+
+def _train_one_epoch(solver) -> None:
+    solver.run_stage("train", solver.train)
+
+
+def test_grad_acc_steps_the_optimizer_half_as_often(make_solver):
+    plain, acc = make_solver("zalo.grad_acc=1"), make_solver("zalo.grad_acc=2")
+    _train_one_epoch(plain)
+    _train_one_epoch(acc)
+    assert plain.optimizer_steps == 4 and acc.optimizer_steps == 2
+    assert plain.lr_scheduler.last_epoch == 4 and acc.lr_scheduler.last_epoch == 2
+
+
+def test_tune_text_leaves_every_lm_weight_unchanged(make_solver):
+    solver = make_solver("zalo.tune_text=true")
+    before = {k: v.detach().clone() for k, v in solver.model.state_dict().items()}
+    _train_one_epoch(solver)
+    after = solver.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "nothing trained"
+    assert all(k.startswith("condition_provider.") and ".output_proj." in k for k in changed), changed
+    trainable = {n for n, p in solver.model.named_parameters() if p.requires_grad}
+    assert trainable == {k for k in before if ".output_proj." in k and k.startswith("condition_provider.")}
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_use_cfg_drops_conditions_at_the_configured_rate(make_solver, p):
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    solver = make_solver(f"classifier_free_guidance.training_dropout={p}")
+    dropout = solver.model.cfg_dropout
+    dropout.train()
+    n = 2000
+    dropped = 0
+    for _ in range(n):
+        attrs = [ConditioningAttributes(text={"description": "a calm piano melody"})]
+        dropped += dropout(attrs)[0].text["description"] is None
+    # batch-level dropout as audiocraft does it: each batch loses its conditions with probability p
+    assert abs(dropped / n - p) < 4 * (p * (1 - p) / n) ** 0.5 + 1e-9
+
+
+def test_no_label_trains_without_text(make_solver):
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    solver = make_solver("+attribute_dropout.text.description=1.0")
+    att = solver.model.att_dropout
+    att.train()
+    out = att([ConditioningAttributes(text={"description": f"text {i}"}) for i in range(32)])
+    assert all(a.text["description"] is None for a in out)
+
+
+@pytest.mark.e2e
+def test_train_front_end_makes_an_xp_dora_sees(demo_source, tmp_path):
+    """musicgen_trainer layout (wav/mp3 + txt) -> prepare -> dora run; save_step checkpoints; dora info."""
+    data = json.loads(demo_source.read_text())
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for key in list(data)[:16]:
+        (folder / key).write_bytes((demo_source.parent / "audio" / key).read_bytes())
+        (folder / key).with_suffix(".txt").write_text(data[key])
+    cmd = [sys.executable, "-m", "zalo_music.cli", "train", "--dataset_path", str(folder), "--model_id", "tiny",
+           "--epochs", "1", "--batch_size", "4", "--grad_acc", "2", "--save_step", "1", "--name", "clips16",
+           "generate.every=100", "evaluate.every=100"]
+    proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sig = re.search(r"XP ([0-9a-f]{8}) done", proc.stdout).group(1)
+    info = run_dora("info", "-f", sig, "-m")
+    out = info.stdout + info.stderr
+    assert re.search(r"Metrics\[(\d+)\]", out)
+    folder_xp = Path(re.search(r"Folder is (\S+)", out).group(1))
+    history = json.loads((folder_xp / "history.json").read_text())
+    # 14 train clips / (4 x 2) = 2 optimizer steps per pass; --save_step 1 -> an "epoch" per step
+    assert len(history) == 2
+    assert sorted(p.name for p in folder_xp.glob("checkpoint_*.th")) == ["checkpoint_1.th", "checkpoint_2.th"]

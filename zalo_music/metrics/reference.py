@@ -1,0 +1,136 @@
+"""Reference sets for FAD and their cached Gaussian statistics.
+
+A reference is an audiocraft manifest folder (`data.jsonl[.gz]`, as written by `zalo-music prepare`), a
+manifest file, or a folder of audio files. Its statistics (mu, sigma, n) are cached on disk under a key that
+hashes the reference content (manifest bytes, or file names + sizes + mtimes of a folder) and the embedding
+model identity (CLAP towers, checkpoint identity, windowing recipe): change any of them and the cache misses.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import typing as tp
+from pathlib import Path
+
+import numpy as np
+
+from .fad import GaussianStats
+
+logger = logging.getLogger(__name__)
+AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".m4a", ".opus")
+MANIFEST_NAMES = ("data.jsonl.gz", "data.jsonl")
+
+
+def _manifest_file(path: Path) -> Path | None:
+    if path.is_file() and path.name.endswith((".jsonl", ".jsonl.gz")):
+        return path
+    for name in MANIFEST_NAMES:
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+def reference_files(path: str | os.PathLike, limit: int | None = None) -> tuple[list[Path], str]:
+    """The audio files of a reference and a hash of its content.
+
+    Args:
+        path: manifest folder, manifest file, or folder of audio files (searched recursively).
+        limit: keep only the first `limit` files (manifest order, or sorted names); part of the hash.
+    Returns:
+        `(files, content_hash)`.
+    Raises:
+        FileNotFoundError: when `path` is none of those or holds no audio.
+    """
+    root = Path(path).expanduser()
+    manifest = _manifest_file(root)
+    h = hashlib.sha256()
+    if manifest is not None:
+        raw = gzip.decompress(manifest.read_bytes()) if manifest.suffix == ".gz" else manifest.read_bytes()
+        h.update(b"manifest:" + raw)
+        files = [Path(json.loads(line)["path"]) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    elif root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        for p in files:
+            st = p.stat()
+            h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    else:
+        raise FileNotFoundError(f"FAD reference {root}: not a manifest (data.jsonl[.gz]) or a folder of audio")
+    if limit is not None:
+        files = files[:limit]
+        h.update(f"limit:{limit}".encode())
+    if not files:
+        raise FileNotFoundError(f"FAD reference {root} holds no audio file")
+    return files, h.hexdigest()
+
+
+def cache_key(content_hash: str, model_identity: str) -> str:
+    """Cache key of reference statistics.
+
+    Args:
+        content_hash: from `reference_files`.
+        model_identity: `ClapEmbedder.identity` (towers, checkpoint identity, windowing recipe).
+    """
+    return hashlib.sha256(f"{content_hash}|{model_identity}".encode()).hexdigest()[:24]
+
+
+def load_stats(path: Path) -> GaussianStats | None:
+    """Read cached statistics, or None when absent or unreadable (a corrupt file is recomputed).
+
+    Args:
+        path: the `.npz` file.
+    """
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return GaussianStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"]))
+    except (OSError, KeyError, ValueError) as exc:
+        logger.warning("ignoring unreadable FAD stats cache %s: %s", path, exc)
+        return None
+
+
+def save_stats(path: Path, stats: GaussianStats, meta: dict | None = None) -> None:
+    """Write statistics atomically (a concurrent reader sees the old file or the new one, never half).
+
+    Args:
+        path: the `.npz` file.
+        stats: what to store.
+        meta: JSON-serialisable provenance stored beside the arrays.
+    """
+    from zalo_music.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n),
+                     meta=np.array(json.dumps(meta or {})))
+
+
+def reference_stats(path: str | os.PathLike, embed: tp.Callable[[list[Path]], np.ndarray], model_identity: str,
+                    cache_dir: str | os.PathLike | None, limit: int | None = None) -> tuple[GaussianStats, bool]:
+    """Statistics of a reference set, from the cache when possible.
+
+    Args:
+        path: reference (see `reference_files`).
+        embed: maps the reference files to `[N, D]` embeddings (only called on a cache miss).
+        model_identity: identity of the embedding model, part of the cache key.
+        cache_dir: where `<key>.npz` files live; None disables caching.
+        limit: use only the first `limit` reference files.
+    Returns:
+        `(stats, cache_hit)`.
+    """
+    files, content = reference_files(path, limit)
+    cache_path = Path(cache_dir) / f"{cache_key(content, model_identity)}.npz" if cache_dir else None
+    if cache_path is not None:
+        cached = load_stats(cache_path)
+        if cached is not None:
+            logger.info("FAD reference stats: cache hit %s (%d clips)", cache_path, cached.n)
+            return cached, True
+    stats = GaussianStats.from_embeddings(embed(files))
+    if cache_path is not None:
+        save_stats(cache_path, stats, {"reference": str(path), "model": model_identity, "n": stats.n})
+        logger.info("FAD reference stats: cached %s (%d clips)", cache_path, stats.n)
+    return stats, False

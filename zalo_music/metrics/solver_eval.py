@@ -1,0 +1,127 @@
+"""The CLAP/FAD/FAS/CLAS part of the evaluate stage of `ZaloMusicGenSolver` (config block `zalo.eval`).
+
+One generation pass over the evaluate split: each batch's descriptions are generated once (same sampling
+parameters and loudness normalisation as the generate stage), windowed and embedded by CLAP in batches. With
+several ranks every rank embeds its shard and the embeddings are all-gathered (deduplicated by item: the
+distributed sampler pads shards with repeats), so every rank computes the same metrics on the whole split.
+The reference statistics come from a manifest (default: the evaluate split's own manifest) and are cached
+on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as tp
+
+import flashy
+import numpy as np
+import omegaconf
+import torch
+
+from .clap import ClapSpec
+from .evaluator import ClasSettings, embed_files, scores_from_embeddings
+
+logger = logging.getLogger(__name__)
+
+
+def settings_from_cfg(cfg: omegaconf.DictConfig) -> ClasSettings | None:
+    """`ClasSettings` from the XP's `zalo.eval` block, or None when CLAS evaluation is off.
+
+    Args:
+        cfg: the composed XP config.
+    """
+    block = cfg.get("zalo", {}).get("eval", None)
+    if not block or not block.get("clas", False):
+        return None
+    from .clap import resolve_reference
+
+    cache = block.get("stats_cache")
+    cache = str(resolve_reference(cache, create=True)) if cache else None
+    sizes = block.get("fad_inf_sizes")
+    device = block.get("device") or str(cfg.device)
+    return ClasSettings(
+        clap=ClapSpec(checkpoint=block.get("clap_checkpoint"), amodel=str(block.get("clap_model", "HTSAT-base")),
+                      device=device, batch_size=int(block.get("batch_size", 16)),
+                      download=bool(block.get("download", True))),
+        fad_tau=float(block.get("fad_tau", 1.0)), fad_inf=bool(block.get("fad_inf", False)),
+        fad_inf_sizes=tuple(int(s) for s in sizes) if sizes else None, stats_cache=cache)
+
+
+def reference_path(cfg: omegaconf.DictConfig) -> str:
+    """The FAD reference of an XP: `zalo.eval.reference`, else the evaluate split's manifest folder.
+
+    Args:
+        cfg: the composed XP config.
+    """
+    return str(cfg.zalo.eval.get("reference") or cfg.datasource.evaluate)
+
+
+def _gather(items: list) -> list:
+    if flashy.distrib.world_size() <= 1:
+        return items
+    out: list = [None] * flashy.distrib.world_size()
+    torch.distributed.all_gather_object(out, items)
+    return [x for part in out for x in part]
+
+
+def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
+    """Generate for the evaluate split once and score it.
+
+    Args:
+        solver: a `ZaloMusicGenSolver` in eval mode (its best state swapped in by the caller).
+        settings: from `settings_from_cfg`.
+    Returns:
+        `{"clap", "fad", "fas", "clas"[, "fad_inf", "fas_inf", "clas_inf"], "n_items"}`.
+    Raises:
+        MetricUnavailableError: the CLAP checkpoint (or laion-clap itself) is unavailable; raised before any
+            generation so no time is wasted.
+    """
+    from audiocraft.data.audio_utils import normalize_audio
+
+    from .audio import clap_window
+    from .clap import get_embedder
+    from .reference import reference_stats
+
+    cfg = solver.cfg
+    embedder = get_embedder(settings.clap)  # fails fast, before generating
+    normalize_kwargs = dict(cfg.generate.audio)
+    normalize_kwargs.pop("format", None)
+    items: list = []
+    loader = solver.dataloaders["evaluate"]
+    lp = solver.log_progress("evaluate_clas inference", loader, total=len(loader), updates=solver.log_updates)
+    # Own RNG stream: the same XP evaluates the same samples, and training's RNG state is left untouched.
+    cuda = [torch.cuda.current_device()] if str(solver.device).startswith("cuda") else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(cfg.seed) + flashy.distrib.rank())
+        for audio, meta in lp:
+            duration = cfg.evaluate.fixed_generation_duration or audio.shape[-1] / cfg.sample_rate
+            gen = solver.run_generate_step((audio, meta), gen_duration=duration, **solver.generation_params)
+            wavs = gen["gen_audio"].detach().float().cpu()
+            windows = [clap_window(normalize_audio(w, **normalize_kwargs),
+                                   cfg.sample_rate)[0] for w in wavs]
+            audio_emb = embedder.embed_windows(np.stack(windows))
+            texts = [m.description or "" for m in meta]
+            text_emb = embedder.embed_text(texts)
+            for m, t, a in zip(meta, text_emb, audio_emb, strict=True):
+                items.append((f"{m.meta.path}@{m.seek_time}", t, a))
+    unique: dict = {}
+    for key, t, a in _gather(items):
+        unique.setdefault(key, (t, a))
+    keys = sorted(unique)  # rank- and order-independent
+    text_emb = np.stack([unique[k][0] for k in keys])
+    audio_emb = np.stack([unique[k][1] for k in keys])
+
+    def ref_stats():
+        return reference_stats(reference_path(cfg), lambda files: embed_files(embedder, files)[0],
+                               embedder.identity, settings.stats_cache, cfg.zalo.eval.get("reference_max"))
+
+    # Rank 0 embeds the reference and fills the cache; the other ranks then read it instead of recomputing.
+    if settings.stats_cache and flashy.distrib.world_size() > 1:
+        if flashy.distrib.is_rank_zero():
+            ref_stats()
+        flashy.distrib.barrier()
+    ref, hit = ref_stats()
+    metrics, _ = scores_from_embeddings(text_emb, audio_emb, ref, settings)
+    logger.info("CLAS evaluation on %d items (reference %d clips, stats cache %s): %s", len(keys), ref.n,
+                "hit" if hit else "miss", metrics)
+    return metrics

@@ -1,0 +1,91 @@
+"""Training options of the classic musicgen_trainer, inside the audiocraft solver (no second loop).
+
+- `zalo.grad_acc: N` — gradients of N micro-batches are averaged (loss / N) before one optimizer step; the
+  lr schedule is built for, and stepped at, optimizer steps. audiocraft's `run_step` steps every batch.
+- `zalo.tune_text: true` — only the conditioning projection (`condition_provider.*.output_proj`) trains;
+  every other LM weight is frozen (requires_grad False) and left out of the optimizer.
+"""
+
+from __future__ import annotations
+
+import typing as tp
+
+import flashy
+import torch
+from audiocraft.solvers import builders
+
+
+class TrainerOptionsMixin:
+    """Mixed into `ZaloMusicGenSolver` before audiocraft's `MusicGenSolver`."""
+
+    cfg: tp.Any
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: tp.Any
+    scaler: tp.Any
+
+    @property
+    def grad_acc(self) -> int:
+        return int(self.cfg.get("zalo", {}).get("grad_acc", 1) or 1)
+
+    def build_model(self) -> None:
+        super().build_model()  # type: ignore[misc]
+        zcfg = self.cfg.get("zalo", {})
+        rebuild = False
+        if zcfg.get("tune_text", False):
+            trainable = 0
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.startswith("condition_provider.") and ".output_proj." in name)
+                trainable += p.numel() if p.requires_grad else 0
+            if not trainable:
+                raise ValueError("zalo.tune_text: this LM has no condition_provider output projection to train")
+            rebuild = True
+        if self.grad_acc > 1 or rebuild:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = builders.get_optimizer(params, self.cfg.optim)
+            total = max(1, self.total_updates // self.grad_acc)  # type: ignore[attr-defined]
+            self.lr_scheduler = builders.get_lr_scheduler(self.optimizer, self.cfg.schedule, total)
+        self.optimizer_steps = 0
+        self._micro_batches = 0
+
+    def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
+        if not self.is_training or self.grad_acc == 1:  # type: ignore[attr-defined]
+            if self.is_training:  # type: ignore[attr-defined]
+                self.optimizer_steps += 1
+            return super().run_step(idx, batch, metrics)  # type: ignore[misc]
+        condition_tensors, audio_tokens, padding_mask = self._prepare_tokens_and_attributes(  # type: ignore
+            batch, False)
+        with self.autocast:  # type: ignore[attr-defined]
+            out = self.model.compute_predictions(audio_tokens, [], condition_tensors)  # type: ignore
+            ce, ce_per_codebook = self._compute_cross_entropy(  # type: ignore[attr-defined]
+                out.logits, audio_tokens, padding_mask & out.mask)
+        loss = ce / self.grad_acc
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        loss.backward()
+        self._micro_batches += 1
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self._micro_batches % self.grad_acc == 0:
+            flashy.distrib.sync_model(self.model)  # average the accumulated gradients across ranks
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            if self.cfg.optim.max_norm:
+                metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], self.cfg.optim.max_norm)
+            if self.scaler is None:
+                self.optimizer.step()
+            else:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            if self.lr_scheduler:
+                self.lr_scheduler.step()
+            self.optimizer.zero_grad()
+            self.optimizer_steps += 1
+        if not torch.isfinite(ce):
+            raise RuntimeError("Model probably diverged (non-finite cross-entropy).")
+        metrics["ce"] = ce
+        metrics["ppl"] = torch.exp(ce)
+        for k, ce_q in enumerate(ce_per_codebook):
+            metrics[f"ce_q{k + 1}"] = ce_q
+            metrics[f"ppl_q{k + 1}"] = torch.exp(ce_q)
+        return metrics
