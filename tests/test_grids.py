@@ -106,7 +106,8 @@ def test_grid_local_runs_all_and_resumes_after_kill(demo_manifests, tmp_path):
     table = second.stdout
     for sig in final:
         assert sig in table
-    assert "grid-local zalo_tiny_lr_epochs:" in table.splitlines()[-1]
+    assert "grid-local zalo_tiny_lr_epochs:" in table
+    assert "ranked by valid ce" in table and re.search(r"^  \* [0-9a-f]{8}", table, re.M)
 
 
 def test_grid_local_refuses_dirty_tree_without_consent(monkeypatch):
@@ -116,3 +117,22 @@ def test_grid_local_refuses_dirty_tree_without_consent(monkeypatch):
                                                               "changed_files": [" M x.py"]})
     with pytest.raises(ValueError, match="--allow-dirty"):
         gridlocal.run_local("zalo_tiny_lr_epochs")
+
+
+def test_compare_ranks_by_clas_and_marks_the_best(tmp_path, monkeypatch):
+    from zalo_music import gridlocal
+
+    xps = [gridlocal.LocalXP(f"{i:08x}", tmp_path / f"{i:08x}", 1, [f"optim.lr={i}"]) for i in range(3)]
+    for x, (ce, clas) in zip(xps, [(3.0, 0.40), (2.5, 0.55), (2.0, None)], strict=True):
+        x.folder.mkdir()
+        entry = {"train": {"ce": ce}, "valid": {"ce": ce}}
+        if clas is not None:
+            entry["evaluate"] = {"clap": clas, "fas": clas, "clas": clas}
+        (x.folder / "history.json").write_text(json.dumps([entry]))
+    rows = gridlocal.compare("unused", xps)
+    assert [r["sig"] for r in rows] == ["00000001", "00000000", "00000002"]
+    assert rows[0]["best"] and not any(r["best"] for r in rows[1:])
+    # without any CLAS, valid ce decides
+    for x in xps:
+        (x.folder / "history.json").write_text(json.dumps([{"valid": {"ce": float(int(x.sig, 16))}}]))
+    assert gridlocal.compare("unused", xps)[0]["sig"] == "00000000"

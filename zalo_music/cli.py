@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -57,6 +58,16 @@ def _cmd_grid_local(args: argparse.Namespace) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     return 1 if run_local(args.grid, gpus=gpus, parallel=args.parallel, allow_dirty=args.allow_dirty,
                           dry_run=args.dry_run) else 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .gridlocal import compare, print_comparison
+
+    rows = compare(args.grid)
+    print_comparison(args.grid, rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
@@ -166,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run from a git tree with uncommitted changes (recorded in each XP's grid_local.json)")
     gl.add_argument("--dry-run", action="store_true", help="list the XPs and their state, run nothing")
     gl.set_defaults(func=_cmd_grid_local)
+
+    c = sub.add_parser("compare", formatter_class=fmt,
+                       help="rank a grid's XPs by evaluate CLAS (else valid ce) and mark the best")
+    c.add_argument("grid", help="grid name under grids/")
+    c.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    c.set_defaults(func=_cmd_compare)
 
     q = sub.add_parser("quickstart", formatter_class=fmt,
                        help="main job on the demo data: build, prepare, train solver=zalo/tiny, report")

@@ -67,6 +67,59 @@ def grid_xps(grid: str) -> list[LocalXP]:
     return out
 
 
+def _last(history: list[dict], stage: str, key: str) -> float | None:
+    for entry in reversed(history):
+        if key in entry.get(stage, {}):
+            return float(entry[stage][key])
+    return None
+
+
+def compare(grid: str, xps: list[LocalXP] | None = None) -> list[dict]:
+    """Rank a grid's XPs: by evaluate CLAS (higher is better) when present, else by valid ce (lower is better).
+
+    Args:
+        grid: grid name under `grids/`.
+        xps: the grid's XPs when already listed.
+    Returns:
+        One row per XP, best first, the best marked `best: True`.
+    """
+    rows = []
+    for x in xps or grid_xps(grid):
+        try:
+            history = json.loads((x.folder / "history.json").read_text())
+        except (OSError, ValueError):
+            history = []
+        rows.append({"sig": x.sig, "epochs": f"{len(history)}/{x.epochs}",
+                     "valid_ce": _last(history, "valid", "ce"), "clap": _last(history, "evaluate", "clap"),
+                     "fas": _last(history, "evaluate", "fas"), "clas": _last(history, "evaluate", "clas"),
+                     "argv": " ".join(x.argv), "best": False})
+    by_clas = any(r["clas"] is not None for r in rows)
+
+    def key(r: dict) -> float:
+        if by_clas:
+            return -r["clas"] if r["clas"] is not None else float("inf")
+        return r["valid_ce"] if r["valid_ce"] is not None else float("inf")
+
+    rows.sort(key=key)
+    if rows and key(rows[0]) != float("inf"):
+        rows[0]["best"] = True
+    return rows
+
+
+def print_comparison(grid: str, rows: list[dict]) -> None:
+    """Print `compare` rows as a table, best first."""
+    metric = "CLAS" if any(r["clas"] is not None for r in rows) else "valid ce"
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    print(f"grid {grid}, ranked by {metric}:")
+    print(f"  {'':1} {'sig':8} {'epochs':>7} {'valid ce':>9} {'clap':>7} {'fas':>7} {'clas':>7}  overrides")
+    for r in rows:
+        print(f"  {'*' if r['best'] else ' '} {r['sig']:8} {r['epochs']:>7} {f(r['valid_ce']):>9} {f(r['clap']):>7} "
+              f"{f(r['fas']):>7} {f(r['clas']):>7}  {r['argv']}")
+
+
 def git_state(root: Path) -> dict:
     """Commit and dirtiness of the checkout the XPs are launched from (provenance)."""
     def git(*a: str) -> str:
@@ -153,6 +206,7 @@ def run_local(grid: str, gpus: list[str] | None = None, parallel: int | None = N
     table = subprocess.run([sys.executable, "-m", "dora", "-P", "zalo_music", "grid", grid, "--dry_run"],
                            cwd=env.PROJECT_ROOT, capture_output=True, text=True)
     print(table.stdout + "\n".join(ln for ln in table.stderr.splitlines() if "Warning" not in ln))
+    print_comparison(grid, compare(grid, xps))
     print(f"grid-local {grid}: {len(todo) - failures} run, {failures} failed, {len(xps) - len(todo)} already done "
           f"in {time.time() - start:.0f}s")
     return failures
