@@ -39,7 +39,7 @@ def run(model, texts: list[str], batch: int, duration: float) -> float:
     start = time.perf_counter()
     for i in range(0, len(texts), batch):
         torch.manual_seed(i)
-        with torch.no_grad():
+        with torch.inference_mode():
             model.generate(texts[i:i + batch], progress=False)
     if torch.cuda.is_available():
         torch.cuda.synchronize()

@@ -157,7 +157,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     bar = tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet)
     for batch in todo:
         torch.manual_seed(batch_seed(gen.seed, [k for k, _, _ in batch]))
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd bookkeeping at all: faster than no_grad on CPU
             wavs = model.generate([t for _, t, _ in batch], progress=False)
         for (_, _, target), wav in zip(batch, wavs, strict=True):
             if not target.exists():
