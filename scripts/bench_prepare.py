@@ -69,7 +69,7 @@ def run_prepare(js: Path, audio: Path, work: Path, workers: int, tag: str) -> di
 
 
 def baseline(files: list[Path], out: Path) -> float:
-    import zalo_music  # noqa: F401  (before audiocraft)
+    import zalo_music  # noqa: F401, I001  (before audiocraft: environment + patches)
     from audiocraft.data.audio import audio_read, audio_write
     from audiocraft.data.audio_utils import convert_audio
 
