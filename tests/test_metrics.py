@@ -304,8 +304,11 @@ def _folder(argv: list[str]) -> Path:
 @pytest.mark.e2e
 def test_tiny_xp_with_eval_then_eval_only_xp(demo_manifests, clap_checkpoint):
     clap = [f"zalo.eval.clap_checkpoint={clap_checkpoint}", "zalo.eval.clap_model=HTSAT-tiny"]
-    argv = ["solver=zalo/tiny_eval", *TINY_ARGV[1:], "optim.epochs=1", "optim.updates_per_epoch=2", *clap]
+    # best_metric=clas: the evaluate stage scores the current weights and picks the best state by CLAS
+    argv = ["solver=zalo/tiny_eval", *TINY_ARGV[1:], "optim.epochs=1", "optim.updates_per_epoch=2", *clap,
+            "zalo.eval.best_metric=clas"]
     proc = run_dora("run", *argv)
+    assert "New best state with clas=" in proc.stdout + proc.stderr
     folder = _folder(argv)
     history = json.loads((folder / "history.json").read_text())
     ev = history[-1]["evaluate"]

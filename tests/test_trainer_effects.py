@@ -103,3 +103,38 @@ def test_train_front_end_makes_an_xp_dora_sees(demo_source, tmp_path):
     # 14 train clips / (4 x 2) = 2 optimizer steps per pass; --save_step 1 -> an "epoch" per step
     assert len(history) == 2
     assert sorted(p.name for p in folder_xp.glob("checkpoint_*.th")) == ["checkpoint_1.th", "checkpoint_2.th"]
+
+
+def test_best_state_follows_the_highest_clas(make_solver):
+    """zalo.eval.best_metric=clas: the best state is the one with the highest evaluate CLAS so far."""
+    solver = make_solver("zalo.eval.clas=true", "zalo.eval.best_metric=clas")
+    assert solver.best_metric_name is None and solver.best_choice == "clas"
+
+    def set_weights(v: float) -> None:
+        with torch.no_grad():
+            for p in solver.model.parameters():
+                p.fill_(v)
+
+    def best_value() -> float:
+        state = solver.best_state.state_dict()["model"]
+        return float(next(iter(state.values())).flatten()[0])
+
+    steps = [  # (weights, pending evaluate clas or None, new best?, best weights after)
+        (0.1, None, True, 0.1),   # no CLAS known yet: track the last state
+        (0.2, 0.5, True, 0.2),
+        (0.3, 0.4, False, 0.2),   # worse CLAS: keep the 0.2 weights
+        (0.4, None, False, 0.2),  # an epoch without evaluate does not move the best state
+        (0.5, 0.6, True, 0.5),
+    ]
+    for weights, clas, new_best, best in steps:
+        set_weights(weights)
+        solver._pending_metrics = {"valid": {"ce": 1.0}, **({"evaluate": {"clas": clas}} if clas else {})}
+        solver._update_best_by_clas()
+        assert solver._new_best_state == new_best
+        assert best_value() == pytest.approx(best)
+        solver.history.append(dict(solver._pending_metrics))
+
+
+def test_best_by_clas_needs_clas_evaluation(make_solver):
+    with pytest.raises(ValueError, match="zalo.eval.clas=true"):
+        make_solver("zalo.eval.best_metric=clas")

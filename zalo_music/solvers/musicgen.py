@@ -38,6 +38,11 @@ class ZaloMusicGenSolver(TokenDataMixin, TrainerOptionsMixin, MusicGenSolver):
         check_segment_policy(cfg)
         super().__init__(cfg)
         self._clas_settings = settings_from_cfg(cfg)
+        if self.best_choice not in ("ce", "none", "clas"):
+            raise ValueError(f"zalo.eval.best_metric={self.best_choice!r}: choose ce, none or clas")
+        if self.best_choice == "clas" and (self._clas_settings is None or cfg.fsdp.use):
+            raise ValueError("zalo.eval.best_metric=clas needs zalo.eval.clas=true (and no FSDP): the best state is "
+                             "picked from the evaluate stage's CLAS")
         self._deferred_error: MetricUnavailableError | None = None
         logger.info("zalo-music XP %s in %s", self.xp.sig, self.xp.folder)
         self._preflight_clas()
@@ -56,10 +61,50 @@ class ZaloMusicGenSolver(TokenDataMixin, TrainerOptionsMixin, MusicGenSolver):
             logger.info("CLAS evaluation on, CLAP checkpoint %s", path)
 
     @property
-    def best_metric_name(self) -> str | None:
-        # `zalo.eval.best_metric: none` keeps the last state as "best" (e.g. to evaluate the final weights).
+    def best_choice(self) -> str:
+        """`zalo.eval.best_metric`: ce (audiocraft: lowest valid ce), none (last state), clas (highest CLAS)."""
         choice = self.cfg.get("zalo", {}).get("eval", {}).get("best_metric", "ce")
-        return None if choice in (None, "none") else super().best_metric_name
+        return "none" if choice is None else str(choice)
+
+    @property
+    def best_metric_name(self) -> str | None:
+        # none: the last state is "best"; clas: chosen by `_update_best_by_clas`, not by audiocraft's min rule.
+        return None if self.best_choice in ("none", "clas") else super().best_metric_name
+
+    def _update_best_by_clas(self) -> None:
+        """Best state = the weights with the highest evaluate CLAS so far.
+
+        audiocraft keeps the state with the lowest value of a metric every epoch has; CLAS exists only in the
+        epochs where the evaluate stage ran, so we track it here. Until a first CLAS is known, the last state is
+        kept as best, so a checkpoint always has a best state.
+        """
+        current = self._pending_metrics.get("evaluate", {}).get("clas")
+        previous = [h["evaluate"]["clas"] for h in self.history if "clas" in h.get("evaluate", {})]
+        if current is None:
+            self._new_best_state = not previous
+        else:
+            self._new_best_state = not previous or float(current) >= max(previous)
+            if self._new_best_state:
+                logger.info("New best state with clas=%.4f (was %s)", current,
+                            f"{max(previous):.4f}" if previous else "none")
+        if self._new_best_state:
+            for name in self.best_state.states.keys():
+                self.best_state.update(name, self._get_state_source(name))
+
+    def _run_epoch_best_by_clas(self) -> None:
+        """audiocraft's epoch order, except that evaluate scores the current weights and picks the best state."""
+        from audiocraft.utils.utils import with_rank_rng
+
+        self.run_stage("train", self.train)
+        with torch.no_grad():
+            with self.swap_ema_state():
+                self.run_stage("valid", self.valid)
+                if self.should_run_stage("evaluate"):
+                    self.run_stage("evaluate", self.evaluate)
+                self._update_best_by_clas()
+            with self.swap_best_state():
+                if self.should_run_stage("generate"):
+                    self.run_stage("generate", with_rank_rng()(self.generate))
 
     def evaluate(self) -> dict:
         """audiocraft's evaluate metrics, plus clap/fad/fas/clas when `zalo.eval.clas` is on."""
@@ -76,7 +121,10 @@ class ZaloMusicGenSolver(TokenDataMixin, TrainerOptionsMixin, MusicGenSolver):
         # A metric that cannot run fails the evaluate stage, but only after this epoch's training is committed
         # (checkpoint saved, see `commit`): the error never costs training state.
         try:
-            super().run_epoch()
+            if self.best_choice == "clas":
+                self._run_epoch_best_by_clas()
+            else:
+                super().run_epoch()
         except MetricUnavailableError as exc:
             logger.error("evaluate stage failed at epoch %d: %s", self.epoch, exc)
             self._deferred_error = exc
