@@ -5,13 +5,20 @@
 `tiny` is the solver=zalo/tiny LM (xsmall, random weights) on audiocraft's debug codec; `small` is a
 musicgen-small-shaped LM (random weights, offline conditioner) for GPU measurements. Both phases generate the
 same descriptions for the same duration; the ratio is throughput(batched) / throughput(one at a time).
+
+Two measurements, each one-at-a-time then batched in the same process:
+- `model`: `zalo_music.generate.generate_batch` only (LM tokens + codec decode), waveforms kept in memory;
+- `end_to_end`: `zalo_music.generate.generate`, i.e. what `zalo-music generate` does, MP3s written to a
+  temporary folder (post-processing and MP3 encoding included).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,16 +41,32 @@ def build_model(kind: str, device: str):
     return MusicGen(f"bench-{kind}", codec, lm, max_duration=10.0)
 
 
-def run(model, texts: list[str], batch: int, duration: float) -> float:
+def run_model(model, texts: list[str], batch: int, duration: float) -> float:
+    from zalo_music.generate import generate_batch
+
     model.set_generation_params(duration=duration, top_k=250)
     start = time.perf_counter()
     for i in range(0, len(texts), batch):
         torch.manual_seed(i)
         with torch.inference_mode():
-            model.generate(texts[i:i + batch], progress=False)
+            generate_batch(model, texts[i:i + batch])
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def run_end_to_end(model, texts: list[str], batch: int, duration: float, device: str) -> float:
+    from zalo_music.generate import GenerationConfig, generate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        js = Path(tmp) / "texts.json"
+        js.write_text(json.dumps({f"{i:04d}.mp3": t for i, t in enumerate(texts)}))
+        start = time.perf_counter()
+        summary = generate("bench", js, Path(tmp) / "out", GenerationConfig(duration=duration, batch_size=batch),
+                           device=device, model=model, quiet=True)
+        seconds = time.perf_counter() - start
+        assert summary["written"] == len(texts), summary
+    return seconds
 
 
 def main() -> None:
@@ -59,19 +82,21 @@ def main() -> None:
 
     texts = [s.description for s in make_specs(args.n, seed=11)]
     model = build_model(args.model, args.device)
-    run(model, texts[:2], 2, 1.0)  # warm-up
-    t_one = run(model, texts, 1, args.duration)
-    t_batch = run(model, texts, args.batch, args.duration)
+    run_model(model, texts[:2], 2, 1.0)  # warm-up
     audio = args.n * args.duration
-    result = {
-        "model": args.model, "device": args.device, "n": args.n, "batch": args.batch, "duration": args.duration,
-        "one_at_a_time_s": round(t_one, 2), "batched_s": round(t_batch, 2),
-        "speedup": round(t_one / t_batch, 2),
-        "rtf_batch1": round(t_one / audio, 4), "rtf_batched": round(t_batch / audio, 4),
-    }
+    result = {"model": args.model, "device": args.device, "n": args.n, "batch": args.batch,
+              "duration": args.duration, "threads": torch.get_num_threads()}
+    for name, fn in (("model", lambda b: run_model(model, texts, b, args.duration)),
+                     ("end_to_end", lambda b: run_end_to_end(model, texts, b, args.duration, args.device))):
+        t_one, t_batch = fn(1), fn(args.batch)
+        result[name] = {"one_at_a_time_s": round(t_one, 2), "batched_s": round(t_batch, 2),
+                        "speedup": round(t_one / t_batch, 2),
+                        "rtf_batch1": round(t_one / audio, 4), "rtf_batched": round(t_batch / audio, 4)}
     print(json.dumps(result))
-    print(f"batched x{args.batch} is {result['speedup']}x one-at-a-time "
-          f"(RTF {result['rtf_batch1']} -> {result['rtf_batched']}) on {args.device}")
+    for name in ("model", "end_to_end"):
+        r = result[name]
+        print(f"{name}: batched x{args.batch} is {r['speedup']}x one-at-a-time "
+              f"(RTF {r['rtf_batch1']} -> {r['rtf_batched']}) on {args.device}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@
 Determinism: items are sorted by id and cut into fixed batches of `batch_size`; each batch is seeded from
 (seed, its ids). A batch is skipped only when all its files exist, otherwise it is regenerated whole, so an
 interrupted run finishes with the same bytes as an uninterrupted one (for the same batch size and device).
+
+Speed: the LM samples a whole batch at once; the per-clip work (CPU codec decode, resampling, MP3
+encoding) runs one clip per core in a thread pool (torch and LAME release the GIL).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import hashlib
 import time
 import warnings
@@ -120,6 +125,55 @@ def write_mp3(path: Path, audio: np.ndarray, sample_rate: int) -> None:
         sf.write(str(tmp), audio, sample_rate, format="MP3")
 
 
+def generate_batch(model, texts: list[str]) -> torch.Tensor:
+    """Waveforms [B, C, T] for `texts`: all tokens in one batched LM pass, then the codec decode.
+
+    This is audiocraft's `BaseGenModel.generate` (audiocraft/models/genmodel.py, 1.3.0) split in its two
+    stages, because the decode parallelises differently from the LM. On GPU the batch is decoded in one call.
+    On CPU a batched decode gains nothing (the codec's 1-D convolutions are compute-bound and their
+    activations over 10 s of audio leave the cache as the batch grows), so the clips are decoded in parallel
+    instead, one per core, each single-threaded (see `_cpu_pool`).
+
+    Args:
+        model: a MusicGen with its generation parameters set.
+        texts: descriptions.
+    """
+    attributes, prompt_tokens = model._prepare_tokens_and_attributes(texts, None)
+    tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
+    if tokens.device.type != "cpu":
+        return model.generate_audio(tokens)
+    pool = _cpu_pool(torch.get_num_threads())
+    return torch.cat(list(pool.map(_decode_one, [model] * len(tokens), tokens.split(1))))
+
+
+@functools.lru_cache(maxsize=2)
+def _cpu_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    # Per-clip work (CPU decode, resampling, MP3 encoding) runs here, one clip per core. torch's intra-op
+    # thread count is per thread, so each worker stays on one core: on 2 cores the debug codec decodes 16
+    # clips in 0.27 s this way vs 0.65 s as one batched call. torch ops and libsndfile release the GIL.
+    return concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode",
+                                                 initializer=torch.set_num_threads, initargs=(1,))
+
+
+def _decode_one(model, tokens: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.generate_audio(tokens)
+
+
+def remove_stale_temps(items: list[tuple[str, str, Path]]) -> int:
+    """Delete temporary files left by a killed run for these items only (other shards may be writing)."""
+    removed = 0
+    for key, _, target in items:
+        for tmp in target.parent.glob(f".{glob_escape(key)}.*.tmp{glob_escape(target.suffix)}"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)
+
+
 def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: GenerationConfig | None = None,
              shard_spec: str | None = None, device: str | None = None, model=None, quiet: bool = False) -> dict:
     """Generate one MP3 per description.
@@ -147,6 +201,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     items = shard(items, shard_spec)
     batches = [items[i:i + gen.batch_size] for i in range(0, len(items), gen.batch_size)]
     todo = [b for b in batches if not all(t.exists() for _, _, t in b)]
+    remove_stale_temps(items)
     start = time.time()
     if todo and model is None:
         model = load_model(model_spec, device)
@@ -155,15 +210,19 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
                                     temperature=gen.temperature, duration=gen.duration, cfg_coef=gen.cfg_coef)
     written = 0
     bar = tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet)
+    pool = _cpu_pool(torch.get_num_threads())
     for batch in todo:
         torch.manual_seed(batch_seed(gen.seed, [k for k, _, _ in batch]))
         with torch.inference_mode():  # no autograd bookkeeping at all: faster than no_grad on CPU
-            wavs = model.generate([t for _, t, _ in batch], progress=False)
-        for (_, _, target), wav in zip(batch, wavs, strict=True):
-            if not target.exists():
-                write_mp3(target, postprocess(wav, model.sample_rate, gen.sample_rate, gen.duration),
-                          gen.sample_rate)
-                written += 1
+            wavs = generate_batch(model, [t for _, t, _ in batch]).cpu()
+        # The clips are encoded side by side, one per core, and only then does the next batch start:
+        # overlapping LAME with the LM on a small CPU starves torch's threads and is slower overall.
+        futures = [pool.submit(_write_one, target, wav, model.sample_rate, gen)
+                   for (_, _, target), wav in zip(batch, wavs, strict=True)]
+        try:
+            written += sum(f.result() for f in futures)
+        finally:  # on failure, let the batch's other clips land (atomically) before the error propagates
+            concurrent.futures.wait(futures)
         bar.update(len(batch))
     bar.close()
     seconds = time.time() - start
@@ -177,3 +236,10 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         for k, why in list(errors.items())[:10]:
             print(f"  refused {k!r}: {why}")
     return summary
+
+
+def _write_one(target: Path, wav: torch.Tensor, model_rate: int, gen: GenerationConfig) -> bool:
+    if target.exists():
+        return False
+    write_mp3(target, postprocess(wav, model_rate, gen.sample_rate, gen.duration), gen.sample_rate)
+    return True

@@ -14,10 +14,18 @@ from .data.zalo_json import load_descriptions
 from .fileio import atomic_path
 
 DURATION_TOLERANCE = 0.1  # seconds: MP3 frames (1152 samples) and encoder padding
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # earliest date ZIP stores
 
 
 def write_zip(out_dir: str | Path, json_path: str | Path, zip_path: str | Path) -> Path:
     """Zip the MP3 of every id of `json_path` from `out_dir` (flat names, stored: MP3 is compressed).
+
+    Entries are sorted by id with a fixed timestamp, so the ZIP's bytes depend only on the clips.
+
+    Args:
+        out_dir: folder with one MP3 per id.
+        json_path: the test descriptions.
+        zip_path: the ZIP to write (atomically).
 
     Raises:
         FileNotFoundError: listing the ids whose file is missing.
@@ -30,7 +38,10 @@ def write_zip(out_dir: str | Path, json_path: str | Path, zip_path: str | Path) 
     with atomic_path(zip_path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for i in ids:
-                zf.write(Path(out_dir) / i, arcname=i)
+                # a fixed timestamp: the same clips give the same ZIP bytes, also after a resumed run
+                info = zipfile.ZipInfo(i, date_time=ZIP_DATE)
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, (Path(out_dir) / i).read_bytes())
     return Path(zip_path)
 
 
