@@ -25,9 +25,16 @@ class FakeMusicGen:
     def set_generation_params(self, **kwargs) -> None:
         self.params = kwargs
 
-    def generate(self, texts: list[str], progress: bool = False) -> torch.Tensor:
+    # the two stages `zalo_music.generate.generate_batch` calls (audiocraft's BaseGenModel API)
+    def _prepare_tokens_and_attributes(self, texts: list[str], prompt: None) -> tuple[list[str], None]:
+        return list(texts), None
+
+    def _generate_tokens(self, attributes: list[str], prompt_tokens: None, progress: bool = False) -> torch.Tensor:
         n = int(self.params["duration"] * self.sample_rate)
-        return torch.randn(len(texts), 1, n)
+        return torch.randn(len(attributes), 1, n)  # "tokens" that are already audio
+
+    def generate_audio(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.clone()
 
 
 @pytest.fixture

@@ -201,7 +201,7 @@ class DemoBackend:
         import torch
 
         from .fileio import atomic_path
-        from .generate import postprocess, write_mp3
+        from .generate import generate_batch, postprocess, write_mp3
 
         text = validate_description(text, self.max_chars)
         duration, top_k, temperature, cfg_coef, seed, fmt = _check_options(
@@ -214,8 +214,8 @@ class DemoBackend:
             model.set_generation_params(use_sampling=True, top_k=top_k, top_p=0.0, temperature=temperature,
                                         duration=duration, cfg_coef=cfg_coef)
             torch.manual_seed(seed)
-            with torch.no_grad():
-                wav = model.generate([text], progress=False)[0]
+            with torch.inference_mode():
+                wav = generate_batch(model, [text])[0]
             audio = postprocess(wav, model.sample_rate, self.sample_rate, duration)
             gen_s = time.perf_counter() - start
         # uuid names: concurrent users never overwrite each other's file, and nothing user-typed becomes a path
