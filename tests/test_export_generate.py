@@ -123,9 +123,9 @@ def test_stale_temp_files_of_a_killed_run_are_removed(model, exported, test_json
     stale.write_bytes(b"half an mp3")
     other = out / ".not-ours.abc.tmp.mp3"  # another shard's in-flight file: left alone
     other.write_bytes(b"x")
-    generate(str(exported), test_json, out, GenerationConfig(batch_size=16, duration=1.0), model=model,
-             quiet=True)
-    assert not stale.exists() and other.exists()
+    summary = generate(str(exported), test_json, out, GenerationConfig(batch_size=16, duration=1.0), model=model,
+                       quiet=True)
+    assert not stale.exists() and other.exists() and summary["stale_temps_removed"] == 1
 
 
 def test_bad_input_is_refused_per_item(model, exported, tmp_path):
