@@ -221,3 +221,34 @@ def test_public_test_killed_halfway_resumes_to_the_same_bytes(exported, tmp_path
     assert (tmp_path / "resumed.zip").read_bytes() == (tmp_path / "reference.zip").read_bytes()
     report = validate(tmp_path / "resumed.zip", src, duration=10.0, sample_rate=32000)
     assert report.ok and report.checked == len(ids)
+
+
+def test_long_descriptions_are_cut_to_what_t5_takes(tmp_path, model):
+    """A real T5Tokenizer (sentencepiece vocabulary trained here, offline) on a MusicGen-like object."""
+    import types
+
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    from zalo_music.generate import text_truncator
+
+    corpus = ["a calm piano melody with soft strings", "an energetic rock song with electric guitar and drums",
+              "a lo-fi hip hop beat with vinyl crackle", "sad violin over a slow ambient pad"] * 50
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_prefix=str(tmp_path / "sp"),
+                                   vocab_size=40, minloglevel=2)
+    tok = T5Tokenizer(vocab_file=str(tmp_path / "sp.model"), legacy=False)
+    tok.model_max_length = 32
+    fake = types.SimpleNamespace(lm=types.SimpleNamespace(condition_provider=types.SimpleNamespace(
+        conditioners={"description": types.SimpleNamespace(t5_tokenizer=tok)})))
+    truncate = text_truncator(fake)
+
+    short = "a calm piano melody"
+    assert truncate(short) == (short, 0)
+    long = " ".join(corpus[:8])
+    n_long = len(tok(long, add_special_tokens=False)["input_ids"])
+    cut, n = truncate(long)
+    assert n == n_long > 32
+    assert len(tok(cut)["input_ids"]) <= 32  # with the end-of-sequence token
+    assert long.startswith(cut) and len(cut) > 20
+    # the LUT conditioner of the tiny recipe takes any text
+    assert text_truncator(model)(long) == (long, 0)

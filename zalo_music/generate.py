@@ -15,6 +15,7 @@ import functools
 import glob
 import hashlib
 import time
+import typing as tp
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ import torch
 from .data.zalo_json import read_zalo_json
 from .fileio import atomic_path, safe_child
 
-#: T5 (the MusicGen text encoder) takes 512 tokens; ~4 characters a token is generous for English.
+#: A first, model-free bound on the work per description; `text_truncator` then cuts to the encoder's tokens.
 MAX_DESCRIPTION_CHARS = 2000
+#: T5's training length: what MusicGen's text encoder takes (audiocraft's T5Conditioner never truncates).
+T5_MAX_TOKENS = 512
 PEAK = 10 ** (-1.0 / 20)  # -1 dBFS: no clipping after MP3 encoding
 
 
@@ -98,6 +101,34 @@ def shard(items: list, spec: str | None) -> list:
     if not 0 <= i < n:
         raise ValueError(f"--shard {spec}: expected i/n with 0 <= i < n")
     return items[i::n]
+
+
+def text_truncator(model) -> tp.Callable[[str], tuple[str, int]]:
+    """A function `text -> (text cut to what the model's text encoder takes, original token count or 0)`.
+
+    audiocraft's T5Conditioner (audiocraft/modules/conditioners.py) tokenizes without truncation, so a very long
+    description would reach T5 beyond the 512 tokens it was trained on. Models whose description conditioner
+    has no T5 tokenizer (the LUT of the tiny recipe) take any text: identity.
+
+    Args:
+        model: a MusicGen.
+    """
+    providers = getattr(getattr(model, "lm", None), "condition_provider", None)
+    conditioners = getattr(providers, "conditioners", {})  # an nn.ModuleDict: no .get()
+    conditioner = conditioners["description"] if "description" in conditioners else None
+    tokenizer = getattr(conditioner, "t5_tokenizer", None)
+    if tokenizer is None:
+        return lambda text: (text, 0)
+    # tokenizers built from a bare vocabulary report a huge sentinel: fall back to T5's length
+    limit = tokenizer.model_max_length if tokenizer.model_max_length <= 100_000 else T5_MAX_TOKENS
+
+    def truncate(text: str) -> tuple[str, int]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) < limit:  # one position is left for the end-of-sequence token
+            return text, 0
+        return tokenizer.decode(ids[:limit - 1], skip_special_tokens=True), len(ids)
+
+    return truncate
 
 
 def batch_seed(seed: int, keys: list[str]) -> int:
@@ -215,10 +246,20 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     written = 0
     bar = tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet)
     pool = _cpu_pool(torch.get_num_threads())
+    truncate = text_truncator(model) if model is not None else None
+    truncated = []
     for batch in todo:
+        texts = []
+        for key, text, _ in batch:
+            text, n_tokens = truncate(text)
+            if n_tokens:
+                truncated.append(key)
+                warnings.warn(f"{key}: description of {n_tokens} tokens truncated to what the text encoder "
+                              f"takes ({len(text)} characters kept)", stacklevel=2)
+            texts.append(text)
         torch.manual_seed(batch_seed(gen.seed, [k for k, _, _ in batch]))
         with torch.inference_mode():  # no autograd bookkeeping at all: faster than no_grad on CPU
-            wavs = generate_batch(model, [t for _, t, _ in batch]).cpu()
+            wavs = generate_batch(model, texts).cpu()
         # The clips are encoded side by side, one per core, and only then does the next batch start:
         # overlapping LAME with the LM on a small CPU starves torch's threads and is slower overall.
         futures = [pool.submit(_write_one, target, wav, model.sample_rate, gen)
@@ -232,7 +273,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     seconds = time.time() - start
     audio_seconds = written * gen.duration
     summary = {"total": len(items), "written": written, "skipped_existing": len(items) - sum(len(b) for b in todo),
-               "refused": errors, "stale_temps_removed": stale, "seconds": round(seconds, 2), "out_dir": str(out),
+               "refused": errors, "truncated": truncated, "stale_temps_removed": stale, "seconds": round(seconds, 2), "out_dir": str(out),
                "realtime_factor": round(seconds / audio_seconds, 4) if audio_seconds else None}
     if not quiet:
         print(f"generated {written} clips ({summary['skipped_existing']} already there, {len(errors)} refused) "

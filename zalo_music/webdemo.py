@@ -201,7 +201,7 @@ class DemoBackend:
         import torch
 
         from .fileio import atomic_path
-        from .generate import generate_batch, postprocess, write_mp3
+        from .generate import generate_batch, postprocess, text_truncator, write_mp3
 
         text = validate_description(text, self.max_chars)
         duration, top_k, temperature, cfg_coef, seed, fmt = _check_options(
@@ -215,7 +215,7 @@ class DemoBackend:
                                         duration=duration, cfg_coef=cfg_coef)
             torch.manual_seed(seed)
             with torch.inference_mode():
-                wav = generate_batch(model, [text])[0]
+                wav = generate_batch(model, [text_truncator(model)(text)[0]])[0]
             audio = postprocess(wav, model.sample_rate, self.sample_rate, duration)
             gen_s = time.perf_counter() - start
         # uuid names: concurrent users never overwrite each other's file, and nothing user-typed becomes a path
