@@ -10,6 +10,8 @@ Two measurements, each one-at-a-time then batched in the same process:
 - `model`: `zalo_music.generate.generate_batch` only (LM tokens + codec decode), waveforms kept in memory;
 - `end_to_end`: `zalo_music.generate.generate`, i.e. what `zalo-music generate` does, MP3s written to a
   temporary folder (post-processing and MP3 encoding included).
+Plus `decode`: the codec alone on `--batch` clips of random tokens, as one batched call, one clip after
+the other, and one clip per core (what `generate_batch` does on CPU).
 """
 
 from __future__ import annotations
@@ -69,6 +71,25 @@ def run_end_to_end(model, texts: list[str], batch: int, duration: float, device:
     return seconds
 
 
+def time_decode(model, batch: int, duration: float) -> dict:
+    from zalo_music.generate import _cpu_pool, _decode_one
+
+    codec = model.compression_model
+    frames = int(duration * codec.frame_rate)
+    tokens = torch.randint(0, codec.cardinality, (batch, codec.num_codebooks, frames), device=model.device)
+    pool = _cpu_pool(torch.get_num_threads())
+    ways = {"one_call_s": lambda: model.generate_audio(tokens),
+            "one_by_one_s": lambda: [model.generate_audio(t) for t in tokens.split(1)],
+            "one_per_core_s": lambda: list(pool.map(_decode_one, [model] * batch, tokens.split(1)))}
+    result = {}
+    for name, fn in ways.items():
+        fn()  # warm-up
+        start = time.perf_counter()
+        fn()
+        result[name] = round(time.perf_counter() - start, 3)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
     p.add_argument("--n", type=int, default=64, help="descriptions")
@@ -92,7 +113,9 @@ def main() -> None:
         result[name] = {"one_at_a_time_s": round(t_one, 2), "batched_s": round(t_batch, 2),
                         "speedup": round(t_one / t_batch, 2),
                         "rtf_batch1": round(t_one / audio, 4), "rtf_batched": round(t_batch / audio, 4)}
+    result["decode"] = time_decode(model, args.batch, args.duration)
     print(json.dumps(result))
+    print(f"decode of {args.batch} clips: {result['decode']}")
     for name in ("model", "end_to_end"):
         r = result[name]
         print(f"{name}: batched x{args.batch} is {r['speedup']}x one-at-a-time "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,14 @@ def demo_manifests(demo_source: Path) -> dict:
     from zalo_music.data.prepare import prepare
 
     return prepare(demo_source, demo_source.parent / "audio", "demo", workers=2, quiet=True)
+
+
+def copy_demo_clips(demo_source: Path, dest: Path, keys: list[str]) -> Path:
+    """Copy the demo clips `keys` into `dest` (created): a folder a test may then break on purpose."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for k in keys:
+        shutil.copy(demo_source.parent / "audio" / k, dest / k)
+    return dest
 
 
 def run_dora(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import run_dora
+from tests.conftest import copy_demo_clips, run_dora
 from zalo_music.data.manifest import read_manifest
 from zalo_music.data.prepare import prepare
 
@@ -19,12 +19,9 @@ from zalo_music.data.prepare import prepare
 def mixed(demo_source: Path, tmp_path_factory) -> dict:
     """A folder of good clips plus one of each bad kind, and its JSON (written by hand: duplicate keys)."""
     root = tmp_path_factory.mktemp("mixed")
-    audio = root / "audio"
-    audio.mkdir()
     data = json.loads(demo_source.read_text())
     keys = list(data)[:6]
-    for k in keys:
-        shutil.copy(demo_source.parent / "audio" / k, audio / k)
+    audio = copy_demo_clips(demo_source, root / "audio", keys)
     src, _ = sf.read(str(audio / keys[0]), dtype="float32")
     t = np.arange(44100 * 10) / 44100
     tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)

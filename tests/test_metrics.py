@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
-from tests.conftest import TINY_ARGV, run_dora
+from tests.conftest import TINY_ARGV, copy_demo_clips, run_dora
 from zalo_music.metrics import GaussianStats, clas, fad_from_stats, fad_infinity, fas, frechet_distance
 from zalo_music.metrics.audio import CLAP_SAMPLE_RATE, WINDOW, clap_window
 from zalo_music.metrics.errors import MetricUnavailableError
@@ -246,13 +245,8 @@ def test_score_command_writes_report(demo_source, clap_checkpoint, tmp_path, cap
 
     descriptions = json.loads(demo_source.read_text())
     keys = sorted(descriptions)
-    clips, ref = tmp_path / "clips", tmp_path / "ref"
-    clips.mkdir()
-    ref.mkdir()
-    for k in keys[:3]:
-        shutil.copy(demo_source.parent / "audio" / k, clips / k)
-    for k in keys[3:6]:
-        shutil.copy(demo_source.parent / "audio" / k, ref / k)
+    clips = copy_demo_clips(demo_source, tmp_path / "clips", keys[:3])
+    ref = copy_demo_clips(demo_source, tmp_path / "ref", keys[3:6])
     sf.write(clips / "short.mp3", _clips(1, seconds=0.5, sr=16000)[0], 16000, format="MP3")
     sf.write(clips / "silent.mp3", np.zeros(16000 * 10, np.float32), 16000, format="MP3")
     zalo = {k: descriptions[k] for k in keys[:3]}

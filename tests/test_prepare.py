@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import copy_demo_clips
 from zalo_music.data.prepare import load_descriptions, prepare, split_of
 
 
@@ -41,12 +41,9 @@ def test_audiocraft_music_dataset_reads_it(demo_manifests):
 
 
 def test_bad_items_are_reported_not_fatal(tmp_path, demo_source):
-    audio = tmp_path / "audio"
-    audio.mkdir()
     data = json.loads(demo_source.read_text())
     keys = list(data)[:3]
-    for k in keys:
-        shutil.copy(demo_source.parent / "audio" / k, audio / k)
+    audio = copy_demo_clips(demo_source, tmp_path / "audio", keys)
     (audio / "corrupt.mp3").write_bytes(b"not an mp3 at all" * 100)
     (audio / "empty.mp3").write_bytes(b"")
     (audio / "orphan.mp3").write_bytes((audio / keys[0]).read_bytes())

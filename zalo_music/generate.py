@@ -182,7 +182,8 @@ def generate_batch(model, texts: list[str]) -> torch.Tensor:
 def _cpu_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
     # Per-clip work (CPU decode, resampling, MP3 encoding) runs here, one clip per core. torch's intra-op
     # thread count is per thread, so each worker stays on one core: on 2 cores the debug codec decodes 16
-    # clips in 0.27 s this way vs 0.65 s as one batched call. torch ops and libsndfile release the GIL.
+    # clips in 0.27 s this way vs 0.83 s as one batched call (scripts/bench_generate.py, `decode`).
+    # torch ops and libsndfile release the GIL.
     return concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clip",
                                                  initializer=torch.set_num_threads, initargs=(1,))
 
@@ -273,7 +274,8 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     seconds = time.time() - start
     audio_seconds = written * gen.duration
     summary = {"total": len(items), "written": written, "skipped_existing": len(items) - sum(len(b) for b in todo),
-               "refused": errors, "truncated": truncated, "stale_temps_removed": stale, "seconds": round(seconds, 2), "out_dir": str(out),
+               "refused": errors, "truncated": truncated, "stale_temps_removed": stale,
+               "seconds": round(seconds, 2), "out_dir": str(out),
                "realtime_factor": round(seconds / audio_seconds, 4) if audio_seconds else None}
     if not quiet:
         print(f"generated {written} clips ({summary['skipped_existing']} already there, {len(errors)} refused) "
