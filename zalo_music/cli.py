@@ -225,11 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_validate)
 
     from .metrics.cli import register as register_score  # each is light at import: keeps --help fast
+    from .standins.cli import register as register_standins
     from .tokens.cli import register as register_tokenize
     from .trainer import register as register_train
     from .webdemo import register as register_demo
 
     register_score(sub)
+    register_standins(sub)
     register_tokenize(sub)
     register_train(sub)
     register_demo(sub)

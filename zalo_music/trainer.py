@@ -87,7 +87,10 @@ def overrides(opts: dict, n_train: int) -> list[str]:
         argv += [f"optim.updates_per_epoch={per_epoch}", f"optim.epochs={epochs}", "checkpoint.save_every=1",
                  "checkpoint.keep_last=null"]
     else:
-        argv += [f"optim.updates_per_epoch={micro_per_pass}", f"optim.epochs={opts['epochs']}"]
+        per_epoch = micro_per_pass
+        argv += [f"optim.updates_per_epoch={per_epoch}", f"optim.epochs={opts['epochs']}"]
+    # The train loader must hold a whole epoch: audiocraft stops an epoch early, silently, when it runs out.
+    argv += [f"dataset.train.num_samples={per_epoch * opts['batch_size']}"]
     argv += [f"optim.lr={opts['lr']}", f"optim.adam.weight_decay={opts['weight_decay']}",
              f"dataset.batch_size={opts['batch_size']}", f"zalo.grad_acc={opts['grad_acc']}"]
     if model_id == "tiny":
@@ -105,6 +108,26 @@ def overrides(opts: dict, n_train: int) -> list[str]:
     return argv
 
 
+def device_overrides(argv: list[str], cuda: bool | None = None) -> list[str]:
+    """`device=cpu` when the recipe wants CUDA, none is available and the user did not choose a device.
+
+    Args:
+        argv: the overrides so far.
+        cuda: whether CUDA is available (None: ask torch).
+    """
+    if any(a.startswith("device=") for a in argv) or "solver=zalo/tiny" in argv:
+        return []
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda:
+        return []
+    print("zalo-music train: no CUDA device here: adding device=cpu (autocast is then turned off; a step of "
+          "the real recipe takes about a minute on 2 CPU cores)", flush=True)
+    return ["device=cpu"]
+
+
 def train(opts: dict, run: bool = True) -> tuple[str, list[str]]:
     """Prepare the data and run the XP. Returns (signature, overrides).
 
@@ -119,6 +142,7 @@ def train(opts: dict, run: bool = True) -> tuple[str, list[str]]:
         raise ValueError(f"--dataset_path {opts['dataset_path']}: no usable clip ({report['skipped']} skipped, "
                          f"see {report['manifests']}/report.json)")
     argv = overrides(opts, report["splits"]["train"])
+    argv += device_overrides(argv)
     from .quickstart import dora, xp_signature
 
     sig, folder = xp_signature(argv)

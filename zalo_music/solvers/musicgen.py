@@ -44,6 +44,8 @@ class ZaloMusicGenSolver(TokenDataMixin, TrainerOptionsMixin, MusicGenSolver):
             raise ValueError("zalo.eval.best_metric=clas needs zalo.eval.clas=true (and no FSDP): the best state is "
                              "picked from the evaluate stage's CLAS")
         self._deferred_error: MetricUnavailableError | None = None
+        if not cfg.get("execute_only"):
+            check_epoch_length(cfg, self.dataloaders.get("train"))
         logger.info("zalo-music XP %s in %s", self.xp.sig, self.xp.folder)
         self._preflight_clas()
 
@@ -167,3 +169,31 @@ def check_segment_policy(cfg: omegaconf.DictConfig) -> None:
             f"dataset.segment_duration={segment} is longer than the clips of this dataset "
             f"(zalo.clip_duration={clip}): the model would train on padded silence. Use "
             f"dataset.segment_duration={clip}, or a dset prepared with 30-s augmentation.")
+
+
+def check_epoch_length(cfg: omegaconf.DictConfig, loader) -> None:
+    """Refuse a train loader shorter than an epoch.
+
+    audiocraft runs `optim.updates_per_epoch` steps by iterating the train loader once and stops early, without
+    a word, when the loader runs out (`StandardSolver.common_train_valid`); its length is
+    `dataset.train.num_samples / batch_size` (per process).
+
+    Args:
+        cfg: the composed XP config.
+        loader: the train DataLoader (None: nothing to check).
+    Raises:
+        ValueError: when the loader has fewer batches than `optim.updates_per_epoch`.
+    """
+    updates = cfg.optim.get("updates_per_epoch")
+    if loader is None or not updates:
+        return
+    try:
+        batches = len(loader)
+    except TypeError:  # an iterable without a length: nothing to compare
+        return
+    if batches < int(updates):
+        raise ValueError(
+            f"the train loader has {batches} batches (dataset.train.num_samples="
+            f"{cfg.dataset.train.get('num_samples')}, dataset.batch_size={cfg.dataset.batch_size}) but "
+            f"optim.updates_per_epoch={updates}: every epoch would stop after {batches} steps. Set "
+            f"dataset.train.num_samples>={int(updates) * int(cfg.dataset.batch_size)}.")
