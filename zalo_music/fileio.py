@@ -1,21 +1,50 @@
-"""Atomic file writes and safe output naming: nothing half-written, nothing outside the output folder."""
+"""Atomic, verified file writes and safe output naming: nothing half-written, nothing outside the output folder.
+
+- `atomic_path` writes beside the destination and renames only when the block succeeded *and* the optional
+  `verify` check passed, so a truncated write (a full disk that the writer library did not report) is never
+  committed. Committed files get the usual `0o666 & ~umask` mode (mkstemp alone would leave 0600).
+- `check_audio` re-opens a written audio file: container, rate, channels, frame count, and (deep) a decode of
+  every frame or (cheap, for resume) of the tail.
+- `check_output_name` refuses names that cannot be written (too long once the temporary suffix is added,
+  unencodable) before any work is spent on them.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 import typing as tp
 from pathlib import Path
 
+#: mkstemp's random part: `.<name>.<8 chars>.tmp<suffix>` (see `atomic_path`).
+_TEMP_RANDOM_CHARS = 8
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def temp_name(name: str) -> str:
+    """The longest temporary name `atomic_path` uses for a destination called `name` (for length checks)."""
+    return f".{name}." + "x" * _TEMP_RANDOM_CHARS + ".tmp" + Path(name).suffix
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> tp.Iterator[Path]:
-    """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds.
+def atomic_path(path: str | os.PathLike, verify: tp.Callable[[Path], tp.Any] | None = None) -> tp.Iterator[Path]:
+    """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds and `verify` passes.
 
     Args:
         path: final destination. Its folder is created if needed.
+        verify: called with the temporary path after the block; it raises to refuse the file (e.g. an audio
+            file whose frame count is short because the disk filled up). The file is then deleted.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,14 +53,26 @@ def atomic_path(path: str | os.PathLike) -> tp.Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if verify is not None:
+            verify(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600: give the file the mode open() would
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
+def _json_text(obj: tp.Any, indent: int | None) -> str:
+    text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. from a hostile id): escape it rather than lose the file
+        text = json.dumps(obj, indent=indent, ensure_ascii=True) + "\n"
+    return text
+
+
 def write_json(path: str | os.PathLike, obj: tp.Any, indent: int | None = 2) -> None:
-    """Write `obj` as UTF-8 JSON atomically.
+    """Write `obj` as UTF-8 JSON atomically (strings that are not valid Unicode are written \\u-escaped).
 
     Args:
         path: destination file.
@@ -39,7 +80,7 @@ def write_json(path: str | os.PathLike, obj: tp.Any, indent: int | None = 2) -> 
         indent: JSON indentation (None for compact).
     """
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(_json_text(obj, indent), encoding="utf-8")
 
 
 def safe_child(root: str | os.PathLike, name: str) -> Path:
@@ -51,10 +92,136 @@ def safe_child(root: str | os.PathLike, name: str) -> Path:
     Raises:
         ValueError: for empty names, path separators, `..`, absolute paths or NUL bytes.
     """
-    if not name or name in {".", ".."} or "\x00" in name or "/" in name or "\\" in name:
+    if not isinstance(name, str) or not name or name in {".", ".."} or "\x00" in name or "/" in name \
+            or "\\" in name:
         raise ValueError(f"unsafe file name {name!r}: ids must be plain file names (no folders, no '..')")
     root_path = Path(root).resolve()
     child = (root_path / name).resolve()
     if child.parent != root_path:
         raise ValueError(f"unsafe file name {name!r}: it resolves outside {root_path}")
     return child
+
+
+def name_max(folder: str | os.PathLike) -> int:
+    """Longest file name (bytes) the file system of `folder` (or its nearest existing parent) accepts."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (a lone surrogate), or None when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode (lone surrogate {text[exc.start]!r} at character {exc.start})"
+    return None
+
+
+def check_output_name(folder: str | os.PathLike, name: str, limit: int | None = None) -> Path:
+    """`safe_child(folder, name)`, also refusing names that the file system cannot store.
+
+    Args:
+        folder: output folder.
+        name: output file name (from user data).
+        limit: longest name in bytes (default: the file system's, usually 255).
+    Raises:
+        ValueError: naming the problem (unsafe, unencodable, or too long including the temporary suffix).
+    """
+    target = safe_child(folder, name)
+    bad = unicode_problem(name)
+    if bad:
+        raise ValueError(f"file name {name!r} is {bad}: rename the id")
+    limit = limit or name_max(folder)
+    size = len(temp_name(name).encode("utf-8"))
+    if size > limit:
+        raise ValueError(f"file name {name[:40]!r}... is too long: {len(name.encode())} bytes, the file system "
+                         f"takes {limit} including the {size - len(name.encode())}-byte temporary suffix; "
+                         "shorten the id")
+    return target
+
+
+class AudioCheckError(ValueError):
+    """A written or existing audio file is not what it should be (the message says what differs)."""
+
+
+def check_audio(path: str | os.PathLike, *, sample_rate: int | None = None, channels: int | None = None,
+                frames: int | None = None, frames_tolerance: int = 0, container: str | None = None,
+                deep: bool = True) -> dict:
+    """Re-open an audio file and check it; returns `{"frames", "sample_rate", "channels", "format"}`.
+
+    Args:
+        path: the file.
+        sample_rate: expected rate (None: any).
+        channels: expected channel count (None: any).
+        frames: expected length in samples (None: any).
+        frames_tolerance: accepted difference from `frames`.
+        container: expected libsndfile major format ("FLAC", "MPEG", "WAV"...; None: any).
+        deep: decode every frame (before a commit); otherwise decode only the last block (resume: a truncated
+            FLAC still carries its full length in the header, its tail does not decode).
+    Raises:
+        AudioCheckError: naming what differs.
+    """
+    import numpy as np
+    import soundfile as sf
+
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises its own error types
+        raise AudioCheckError(f"does not open as audio ({type(exc).__name__}: {str(exc)[:100]})") from exc
+    with f:
+        info = {"frames": int(f.frames), "sample_rate": f.samplerate, "channels": f.channels, "format": f.format}
+        if container and f.format != container:
+            raise AudioCheckError(f"container is {f.format}, expected {container}")
+        if sample_rate and f.samplerate != sample_rate:
+            raise AudioCheckError(f"sample rate {f.samplerate}, expected {sample_rate}")
+        if channels and f.channels != channels:
+            raise AudioCheckError(f"{f.channels} channels, expected {channels}")
+        if frames is not None and abs(f.frames - frames) > frames_tolerance:
+            raise AudioCheckError(f"{f.frames} frames ({f.frames / f.samplerate:.3f}s), expected {frames} "
+                                  f"({frames / f.samplerate:.3f}s): incomplete write?")
+        block = 1 << 16
+        if not deep and f.seekable() and f.frames > block:
+            f.seek(f.frames - block)
+            expected = block
+        else:
+            expected = f.frames
+        decoded = 0
+        try:  # read until the decoder stops: MP3/FLAC headers announce a length that a truncated file lacks
+            while True:
+                chunk = f.read(block, dtype="float32", always_2d=True)
+                if not len(chunk):
+                    break
+                if not np.isfinite(chunk).all():
+                    raise AudioCheckError("NaN or Inf samples")
+                decoded += chunk.shape[0]
+        except AudioCheckError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise AudioCheckError(f"does not decode to its end ({type(exc).__name__}: {str(exc)[:100]})") from exc
+        if decoded != expected:
+            raise AudioCheckError(f"decodes {decoded} of the {expected} frames its header announces: truncated")
+    return info
+
+
+def friendly_os_error(exc: OSError) -> str:
+    """One line for an OSError: the file, what happened and what to do."""
+    where = exc.filename if exc.filename is not None else ""
+    fixes = {
+        errno.ENOSPC: "free some disk space (or pick another --out); a rerun resumes where this one stopped",
+        errno.EDQUOT: "free some disk space (quota); a rerun resumes where this one stopped",
+        errno.EACCES: "make it readable/writable for this user, or choose another path",
+        errno.EPERM: "make it readable/writable for this user, or choose another path",
+        errno.EROFS: "the file system is read-only: choose a writable folder",
+        errno.EISDIR: "a file was expected here, not a folder",
+        errno.ENOTDIR: "a folder was expected here, not a file",
+        errno.ENAMETOOLONG: "shorten the name",
+        errno.ENOENT: "check the path",
+    }
+    fix = fixes.get(exc.errno or -1, "check the path and the disk")
+    text = exc.strerror or str(exc)
+    return f"{where}: {text}: {fix}" if where else f"{text}: {fix}"

@@ -1,0 +1,85 @@
+"""Child processes that die with their parent, so that no worker outlives the command that started it.
+
+Linux's `prctl(PR_SET_PDEATHSIG, sig)` makes the kernel send `sig` to a process when the thread that created it
+exits, however it exits (kill -9 included). Python's multiprocessing pools, `subprocess` children and torch's
+DataLoader workers do not ask for it, so without it a killed command leaves its workers behind (a process-pool
+worker blocked on its pipe forever, a DataLoader worker holding a copy of the dataset). On other systems these
+helpers do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import typing as tp
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) -> bool:
+    """Ask the kernel to send `sig` to this process when its parent exits.
+
+    Args:
+        sig: the signal (SIGKILL for workers that hold nothing to flush, SIGTERM for children that clean up).
+        parent_pid: the pid the caller expects as parent. If the parent already died before this call (the
+            race between fork and prctl), the process exits at once.
+    Returns:
+        True when the request was registered (Linux), False elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        return False
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent is already gone: nobody will ever read our results
+    return True
+
+
+def preexec_die_with_parent(sig: int = signal.SIGTERM) -> tp.Callable[[], None]:
+    """A `preexec_fn` for `subprocess`: the child gets `sig` when the launching thread's process exits.
+
+    Note: PR_SET_PDEATHSIG fires when the *thread* that forked exits, so launch from a thread that lives as
+    long as the child (`subprocess.run` in that thread does).
+
+    Args:
+        sig: signal sent to the child (SIGTERM lets a Python child run its cleanup).
+    """
+    parent = os.getpid()
+
+    def _preexec() -> None:
+        die_with_parent(sig, parent)
+
+    return _preexec
+
+
+def pool_initializer(parent_pid: int, inner: tp.Callable[..., tp.Any] | None = None, *args: tp.Any) -> None:
+    """`initializer` for `ProcessPoolExecutor` / `multiprocessing.Pool`: workers die with the parent.
+
+    Args:
+        parent_pid: `os.getpid()` of the process creating the pool.
+        inner: another initializer to run afterwards.
+        *args: its arguments.
+    """
+    die_with_parent(signal.SIGKILL, parent_pid)
+    if inner is not None:
+        inner(*args)
+
+
+def dataloader_worker_init(inner: tp.Callable[[int], tp.Any] | None, worker_id: int) -> None:
+    """`worker_init_fn` wrapper for torch DataLoaders: the worker is killed when its parent exits.
+
+    A DataLoader worker's parent is the training process (start method fork/spawn) or multiprocessing's
+    fork server (audiocraft's default `mp_start_method: forkserver`), which itself exits when the training
+    process dies; either way the worker follows.
+
+    Args:
+        inner: the DataLoader's own `worker_init_fn`, if any.
+        worker_id: passed by torch.
+    """
+    die_with_parent(signal.SIGKILL)
+    if inner is not None:
+        inner(worker_id)
