@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
 
-.PHONY: setup demo test lint clean-outputs
+.PHONY: setup demo test test-fast lint clean-outputs
 
 setup:
 	bash scripts/setup.sh
@@ -12,10 +12,15 @@ setup:
 demo: setup
 	$(VENV)/bin/zalo-music quickstart
 
-# The tests drive the web demo in Debian's headless chromium: setup installs it for them.
+# What CI runs: every tier, the rehearsal of the real recipe included. The tests drive the web demo in
+# Debian's headless chromium: setup installs it for them.
 test:
 	ZALO_MUSIC_BROWSER=1 bash scripts/setup.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+# The inner loop: unit tests and the small end-to-end tests (no `slow`, no `rehearsal`), under 3 minutes.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not rehearsal" --durations=10
 
 lint: setup
 	$(VENV)/bin/ruff check zalo_music hydra_plugins grids tests scripts
