@@ -1,4 +1,4 @@
-"""Offline LAION-CLAP for tests (and a private `//reference` folder): a tiny random stand-in Hugging Face cache and a random HTSAT-tiny checkpoint.
+"""Offline LAION-CLAP for tests (and a private `//reference` folder): a tiny random stand-in Hugging Face cache and a random CLAP checkpoint in laion's training-script layout.
 
 `import laion_clap` loads the bert-base-uncased, roberta-base and facebook/bart-base tokenizers at module level
 and `CLAP_Module()` loads `RobertaModel.from_pretrained('roberta-base')`. None of that is reachable here, so we
@@ -94,29 +94,26 @@ def build_hf_cache() -> Path:
     return HF_ROOT
 
 
-def build_clap_checkpoint(path: Path) -> Path:
-    """Save a random `CLAP_Module(amodel='HTSAT-tiny')` state dict in the layout `load_ckpt` accepts.
+def build_clap_checkpoint(path: Path, amodel: str = "HTSAT-tiny", tmodel: str = "roberta", seed: int = 1234) -> Path:
+    """Write a random laion-clap checkpoint in the official files' layout (`zalo_music.standins.clap`).
+
+    The layout is laion-clap's training script's: `epoch`, `name`, a `module.`-prefixed `state_dict` with
+    `text_branch.embeddings.position_ids`, and an `optimizer` state whose `lr` values are numpy float64, so the
+    safe-loading path the real checkpoint needs is the one the tests exercise. Idempotent: an existing file is
+    returned as is.
 
     Args:
         path: file to write (parents are created).
+        amodel: audio tower (HTSAT-tiny: fast; HTSAT-base: the music checkpoint's).
+        tmodel: text tower.
+        seed: seed of the random weights.
     Returns:
         `path`.
     """
-    import importlib
-
-    import torch
-
-    import zalo_music  # noqa: F401  (import guard + safe-load allow-list before laion_clap)
-
+    path = Path(path)
+    if path.is_file():
+        return path
     build_hf_cache()
-    laion_clap = importlib.import_module("laion_clap")  # after zalo_music and the cache exist
+    from zalo_music.standins.clap import build_clap_checkpoint as build
 
-    torch.manual_seed(1234)
-    module = laion_clap.CLAP_Module(enable_fusion=False, amodel="HTSAT-tiny", device="cpu")
-    state = dict(module.model.state_dict())
-    # laion-clap's `load_state_dict` deletes this key (transformers >= 4.31 no longer saves it), so a real
-    # checkpoint carries it: so does ours.
-    state.setdefault("text_branch.embeddings.position_ids", torch.arange(130).unsqueeze(0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 1, "state_dict": {"module." + k: v for k, v in state.items()}}, path)
-    return path
+    return build(path, amodel=amodel, tmodel=tmodel, seed=seed)

@@ -41,6 +41,39 @@ def test_frechet_distance_matches_closed_form():
     assert rotated == pytest.approx(expected, rel=1e-6)
 
 
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def _closed_form_full(mu1, s1, mu2, s2) -> float:
+    # Tr((S1 S2)^(1/2)) = Tr((S1^(1/2) S2 S1^(1/2))^(1/2)): a symmetric PSD matrix, so eigh only (no sqrtm). An
+    # independent route to the same number for ANY covariances, commuting or not.
+    r = _psd_sqrt(s1)
+    a = r @ s2 @ r
+    eig = np.linalg.eigvalsh((a + a.T) / 2)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(eig, 0, None)).sum())
+
+
+@pytest.mark.parametrize("n,d", [(400, 16), (12, 32)])  # N > dim (full rank) and N < dim (rank-deficient)
+def test_frechet_distance_non_commuting_covariances(n, d):
+    rng = np.random.default_rng(n + d)
+
+    def rotation():
+        q, r = np.linalg.qr(rng.normal(size=(d, d)))
+        return q * np.sign(np.diag(r))
+
+    # Two sets with different random principal axes: their covariances do not commute, so a square root
+    # taken factor by factor (sqrtm(S1) @ sqrtm(S2)) is wrong here (by ~4% at N > dim, ~23% at N < dim).
+    x = rng.normal(size=(n, d)) * rng.uniform(0.3, 2.0, d) @ rotation().T
+    y = rng.normal(size=(n, d)) * rng.uniform(0.3, 2.0, d) @ rotation().T + 0.3
+    gx, gy = GaussianStats.from_embeddings(x), GaussianStats.from_embeddings(y)
+    assert np.abs(gx.sigma @ gy.sigma - gy.sigma @ gx.sigma).max() > 0.5  # really non-commuting
+    expected = _closed_form_full(gx.mu, gx.sigma, gy.mu, gy.sigma)
+    assert fad_from_stats(gx, gy) == pytest.approx(expected, rel=1e-6)
+    assert fad_from_stats(gy, gx) == pytest.approx(expected, rel=1e-6)  # symmetric
+
+
 def test_fad_from_samples_converges_to_closed_form():
     rng = np.random.default_rng(1)
     d, n = 4, 40_000
@@ -97,6 +130,25 @@ def test_fad_infinity_removes_small_sample_bias():
     assert again["fad_inf"] == result["fad_inf"]  # deterministic
 
 
+def test_fad_infinity_bootstrap_is_fadtk_shaped_and_warns_below_dim():
+    from zalo_music.metrics.fad import fad_inf_sizes
+
+    assert fad_inf_sizes(1000, "bootstrap") == [int(s) for s in np.linspace(500, 1000, 25)]  # fadtk's sizes
+    assert fad_inf_sizes(100, "subsets")[0] == 20 and fad_inf_sizes(100, "subsets")[-1] == 100
+    rng = np.random.default_rng(6)
+    d = 4
+    ref = GaussianStats(mu=np.zeros(d), sigma=np.eye(d), n=10**9)
+    gen = rng.normal(size=(600, d)) + np.array([1.0, 0, 0, 0])  # true FAD = 1
+    boot = fad_infinity(gen, ref, method="bootstrap", seed=0)
+    assert boot["method"] == "bootstrap" and boot["sizes"][0] == 500
+    assert boot["fad_inf"] == pytest.approx(1.0, abs=0.2)
+    assert not boot["warnings"]  # smallest subset 500 >= dim 4
+    small = fad_infinity(rng.normal(size=(40, 64)), GaussianStats(np.zeros(64), np.eye(64), 10**9))
+    assert small["warnings"] and "below the embedding dimension (64)" in small["warnings"][0]
+    with pytest.raises(ValueError, match="method"):
+        fad_infinity(gen, ref, method="jackknife")
+
+
 # --------------------------------------------------------------------------------------------- windows
 def test_clap_window_edge_cases():
     sr = 32_000
@@ -112,7 +164,7 @@ def test_clap_window_edge_cases():
     assert info.silent and not w.any()
     w, info = clap_window(np.zeros(0, np.float32), sr)
     assert info.silent and w.shape == (WINDOW,)
-    nan = long.copy()
+    nan = long[: 10 * sr].copy()  # (only the first 10 s + resampling margin of a clip are read)
     nan[::100] = np.nan
     w, info = clap_window(nan, sr)
     assert np.isfinite(w).all() and info.nonfinite == len(nan[::100])
@@ -141,22 +193,51 @@ def test_reference_stats_cache_hit_and_miss(tmp_path):
 
     ref = _manifest(tmp_path / "ref", ["a.wav", "b.wav", "c.wav"])
     cache = tmp_path / "cache"
-    s1, hit1 = reference_stats(ref, embed, "model-A", cache)
-    s2, hit2 = reference_stats(ref, embed, "model-A", cache)
+    s1, hit1, _ = reference_stats(ref, embed, "model-A", cache)
+    s2, hit2, _ = reference_stats(ref, embed, "model-A", cache)
     assert (hit1, hit2) == (False, True) and len(calls) == 1
     np.testing.assert_array_equal(s1.mu, s2.mu)
     np.testing.assert_array_equal(s1.sigma, s2.sigma)
     assert s2.n == 3
     assert not [p for p in cache.iterdir() if p.suffix != ".npz"]  # atomic write leaves no temp file
-    _, hit = reference_stats(ref, embed, "model-B", cache)  # other embedding model / checkpoint
+    _, hit, _ = reference_stats(ref, embed, "model-B", cache)  # other embedding model / checkpoint
     assert not hit
     _manifest(ref, ["a.wav", "b.wav", "d.wav"])  # manifest content changed
-    _, hit = reference_stats(ref, embed, "model-A", cache)
+    _, hit, _ = reference_stats(ref, embed, "model-A", cache)
     assert not hit and len(calls) == 3
     for f in cache.iterdir():  # a corrupt cache file is recomputed, not trusted
         f.write_bytes(b"garbage")
-    _, hit = reference_stats(ref, embed, "model-A", cache)
+    _, hit, _ = reference_stats(ref, embed, "model-A", cache)
     assert not hit and len(calls) == 4
+
+
+def test_reference_cache_misses_after_in_place_rewrite_with_same_size_and_mtime(tmp_path):
+    """`cp -p` / `rsync -t` keep size and mtime: only the bytes say the clip changed."""
+    import os
+
+    from zalo_music.metrics.reference import reference_stats
+
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.wav").write_bytes(bytes([i]) * 1000)
+
+    def embed(files):  # embeddings that depend on the bytes, as real ones do
+        return np.stack([np.frombuffer(f.read_bytes()[:8], np.uint8).astype(float) for f in files])
+
+    cache = tmp_path / "cache"
+    before, hit, _ = reference_stats(folder, embed, "m", cache)
+    assert not hit
+    victim = folder / "1.wav"
+    st = victim.stat()
+    victim.write_bytes(bytes([9]) * 1000)  # same size ...
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and same mtime
+    assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    after, hit, _ = reference_stats(folder, embed, "m", cache)
+    assert not hit  # content-keyed: stale statistics are never served
+    assert not np.allclose(after.mu, before.mu)
+    again, hit, _ = reference_stats(folder, embed, "m", cache)
+    assert hit and np.allclose(again.mu, after.mu)
 
 
 # --------------------------------------------------------------------------------------------- CLAP
@@ -247,35 +328,51 @@ def test_score_command_writes_report(demo_source, clap_checkpoint, tmp_path, cap
     keys = sorted(descriptions)
     clips = copy_demo_clips(demo_source, tmp_path / "clips", keys[:3])
     ref = copy_demo_clips(demo_source, tmp_path / "ref", keys[3:6])
+    (ref / "broken.mp3").write_bytes(b"ID3 not really audio")  # a bad reference clip: left out, listed
     sf.write(clips / "short.mp3", _clips(1, seconds=0.5, sr=16000)[0], 16000, format="MP3")
     sf.write(clips / "silent.mp3", np.zeros(16000 * 10, np.float32), 16000, format="MP3")
+    (clips / "corrupt.mp3").write_bytes(b"\xff\xfb" + b"\x00" * 50)  # named by the JSON, undecodable
+    copy_demo_clips(demo_source, clips, keys[6:7])  # a clip no id names: an extra file
     zalo = {k: descriptions[k] for k in keys[:3]}
     zalo.update({"short.mp3": "a short clip", "silent.mp3": "nothing at all", "missing.mp3": "not there",
-                 "empty.mp3": "  "})
+                 "empty.mp3": "  ", "corrupt.mp3": "a corrupt file"})
     (tmp_path / "test.json").write_text(json.dumps(zalo))
     argv = ["score", "--audio-dir", str(clips), "--json", str(tmp_path / "test.json"), "--reference", str(ref),
             "--clap-checkpoint", str(clap_checkpoint), "--clap-model", "HTSAT-tiny", "--device", "cpu",
             "--stats-cache", str(tmp_path / "cache"), "--worst", "2", "--fad-inf"]
     args = _score_parser().parse_args(argv)
-    assert args.func(args) == 0
-    report = json.loads((clips / "score.json").read_text())
+    assert args.func(args) == 1  # one missing and one undecodable clip: not a complete submission
+    captured = capsys.readouterr()
+    assert "incomplete submission" in captured.err and "--allow-missing" in captured.err
+    report = json.loads((clips / "score.json").read_text())  # the report is written all the same
     assert set(report["items"]) == {*keys[:3], "short.mp3", "silent.mp3"}
     assert report["missing"] == ["missing.mp3"] and report["empty_descriptions"] == ["empty.mp3"]
+    assert list(report["failed"]) == ["corrupt.mp3"] and "corrupt.mp3" in report["failed"]["corrupt.mp3"]
+    assert report["extra_files"] == [keys[6]]
+    assert list(report["reference_skipped"]) == [str(ref / "broken.mp3")]
+    assert report["settings"]["reference_n"] == 3  # the broken reference clip is not in the statistics
+    c = report["completeness"]
+    assert (c["n_expected"], c["n_scored"], c["n_missing"], c["n_failed"], c["complete"]) == (7, 5, 1, 1, False)
     m = report["metrics"]
     assert {"clap", "fad", "fas", "clas", "fad_inf"} <= set(m) and m["n_items"] == 5
     assert m["clap"] == pytest.approx(np.mean([v["clap"] for v in report["items"].values()]))
+    assert c["clap_missing_as_zero"] == pytest.approx(m["clap"] * 5 / 7)  # two clips counted as CLAP 0
+    assert c["clas_missing_as_zero"] == pytest.approx((c["clap_missing_as_zero"] + m["fas"]) / 2)
     assert m["fas"] == pytest.approx(np.exp(-m["fad"])) and m["clas"] == pytest.approx((m["clap"] + m["fas"]) / 2)
     assert [w["clap"] for w in report["worst"]] == sorted(v["clap"] for v in report["items"].values())[:2]
     assert any("short" in i for i in report["items"]["short.mp3"]["issues"])
     assert "silent" in report["items"]["silent.mp3"]["issues"]
     assert report["settings"]["stats_cache_hit"] is False
-    out = capsys.readouterr().out
-    assert "clas" in out and "worst 2 by CLAP" in out
-    args = _score_parser().parse_args(argv + ["--out", str(tmp_path / "again.json")])
+    assert any("N=5" in w and "--fad-inf" in w for w in report["warnings"])  # N < 512 named, with the option
+    assert "clas" in captured.out and "worst 2 by CLAP" in captured.out and "INCOMPLETE" in captured.out
+    assert report["summary"].startswith("score: 5 of 7 clips scored, 1 missing, 1 undecodable")
+    assert report["summary"] in captured.out
+    args = _score_parser().parse_args(argv + ["--out", str(tmp_path / "again.json"), "--allow-missing"])
     assert args.func(args) == 0
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["settings"]["stats_cache_hit"] is True
     assert again["metrics"]["fad"] == pytest.approx(m["fad"])  # same numbers from cached statistics
+    assert again["reference_skipped"] == report["reference_skipped"]  # still reported on a cache hit
     missing = _score_parser().parse_args(argv + ["--clap-checkpoint", str(tmp_path / "no.pt")])  # last wins
     assert missing.func(missing) == 2
     assert str(tmp_path / "no.pt") in capsys.readouterr().err

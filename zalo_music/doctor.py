@@ -84,11 +84,36 @@ def run_checks(probe_hub: bool = True) -> list[Check]:
         checks.append(Check(f"HF cache: {repo}", cached, "cached" if cached else "not cached",
                             f"with hub access: python -c \"from huggingface_hub import snapshot_download; "
                             f"snapshot_download('{repo}')\"", required=False))
-    clap = env.reference_dir() / "clap" / "music_audioset_epoch_15_esc_90.14.pt"
-    checks.append(Check("CLAP checkpoint", clap.is_file(), str(clap),
-                        "download music_audioset_epoch_15_esc_90.14.pt from huggingface.co/lukewys/laion_clap "
-                        "into that folder (or set ZALO_MUSIC_REFERENCE_DIR)", required=False))
+    checks.append(clap_check())
     return checks
+
+
+def clap_check() -> Check:
+    """Find, load (safe loader) and hash the CLAP checkpoint that `score` and the evaluate stage would use.
+
+    The file is `$ZALO_MUSIC_CLAP_CHECKPOINT` if set, else `//reference/clap/music_audioset_epoch_15_esc_90.14.pt`.
+    Loading the 2.35 GB official file and hashing it takes a few seconds; the hash is remembered by (path, size,
+    mtime), so `score` does not hash it again.
+    """
+    from .metrics.clap import CHECKPOINT_ENV, DEFAULT_CHECKPOINT_NAME, HUB_REPO
+
+    value = os.environ.get(CHECKPOINT_ENV) or f"//reference/clap/{DEFAULT_CHECKPOINT_NAME}"
+    path = (env.reference_dir() / value[len("//reference"):].lstrip("/") if value.startswith("//reference")
+            else Path(value).expanduser())
+    fix = (f"download {DEFAULT_CHECKPOINT_NAME} from huggingface.co/{HUB_REPO} into {path.parent} (or set "
+           f"ZALO_MUSIC_REFERENCE_DIR, or {CHECKPOINT_ENV} to a laion-clap checkpoint)")
+    if not path.is_file():
+        return Check("CLAP checkpoint", False, f"{path}: not found", fix, required=False)
+    try:
+        from .metrics.clap import checkpoint_info
+
+        info = checkpoint_info(path)
+    except Exception as exc:  # noqa: BLE001 - any load failure is this check's finding
+        return Check("CLAP checkpoint", False, f"{path}: does not load: {exc}", fix, required=False)
+    which = (f"the official {info['official']}" if info["official"] else
+             "NOT the official music checkpoint: scores are not comparable with published ones")
+    return Check("CLAP checkpoint", True, f"{path}: loads (safe loader, {info['n_tensors']} tensors), "
+                 f"sha256 {info['sha256']}, {which}", required=False)
 
 
 def main(probe_hub: bool = True) -> int:

@@ -1,11 +1,13 @@
 """CLAP score with LAION-CLAP's own model code (`laion_clap.CLAP_Module`).
 
 CLAP score = mean over items of cos(text_embedding(description), audio_embedding(clip)). Both embeddings come
-from `CLAP_Module.get_text_embedding` / `get_audio_embedding_from_data`; the audio is handed over as
-deterministic 48 kHz 10-s windows (`zalo_music.metrics.audio`), so laion-clap's random crop never runs.
+from `CLAP_Module.get_text_embedding` / `get_audio_embedding_from_data`; the audio is prepared as laion-clap's
+`get_audio_embedding_from_filelist` prepares it, except that a clip longer than 10 s gives its first 10 s
+instead of a random crop (`zalo_music.metrics.audio`).
 
 The checkpoint is loaded by us with `torch.load(weights_only=True)` (laion-clap's `load_ckpt` uses
-`weights_only=False`, which would let a checkpoint run code), then given the same treatment as laion-clap's
+`weights_only=False`, which would let a checkpoint run code), with laion's numpy optimizer scalars allowed for
+that one call (`load_clap_checkpoint`), then given the same treatment as laion-clap's
 `clap_module.factory.load_state_dict`: `state_dict` unwrapped, `module.` prefixes and the
 `text_branch.embeddings.position_ids` buffer (not a parameter in transformers >= 4.31) dropped.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import os
 import typing as tp
@@ -32,8 +35,9 @@ DEFAULT_CHECKPOINT_NAME = "music_audioset_epoch_15_esc_90.14.pt"
 DEFAULT_CHECKPOINT = f"//reference/clap/{DEFAULT_CHECKPOINT_NAME}"
 HUB_REPO = "lukewys/laion_clap"
 CHECKPOINT_ENV = "ZALO_MUSIC_CLAP_CHECKPOINT"
-#: Bumped when the embedding recipe changes, so cached reference statistics are recomputed.
-EMBED_VERSION = "zalo-clap-v1:48k-mono-first10s-repeatpad"
+#: Bumped when the embedding recipe changes, so cached reference statistics are recomputed (the audio
+#: preparation has its own version, `audio.PREP_VERSION`, also part of the identity).
+EMBED_VERSION = "zalo-clap-v2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,40 +118,191 @@ def resolve_reference(value: str | os.PathLike, create: bool = False) -> Path:
     return ref / value[len("//reference"):].lstrip("/")
 
 
-def checkpoint_identity(path: Path) -> str:
-    """A cheap content identity for a (possibly 2 GB) checkpoint: name, size and hashes of its ends.
+#: sha256 of official LAION-CLAP checkpoints that may be fully unpickled when torch's safe loader cannot read them
+#: (e.g. pickle protocol 4, "Unsupported operand 149"). Only files whose bytes hash to one of these are ever
+#: loaded with `weights_only=False`; every other file stays refused. Value: (file name, size in bytes).
+OFFICIAL_CHECKPOINTS: dict[str, tuple[str, int]] = {
+    # huggingface.co/lukewys/laion_clap, music_audioset_epoch_15_esc_90.14.pt (HTSAT-base, CC0)
+    "fae3e9c087f2909c28a09dc31c8dfcdacbc42ba44c70e972b58c1bd1caf6dedd": (DEFAULT_CHECKPOINT_NAME, 2_352_471_003),
+}
+_HASH_CACHE_NAME = "file_sha256.json"
+
+
+def _hash_cache_path() -> Path:
+    from zalo_music import env
+
+    return env.reference_dir() / "cache" / _HASH_CACHE_NAME
+
+
+def file_sha256(path: str | os.PathLike, use_cache: bool = True) -> str:
+    """sha256 of a file's bytes, remembered by (absolute path, size, mtime_ns) so a 2.35 GB checkpoint is hashed once.
+
+    The memo lives in `//reference/cache/file_sha256.json`; a file rewritten in place gets a new mtime (or size)
+    and is hashed again. Failing to write the memo (read-only folder) only costs a re-hash next time.
+
+    Args:
+        path: the file.
+        use_cache: read and update the memo (False: always hash).
+    Returns:
+        The hex digest.
+    """
+    from zalo_music.fileio import write_json
+
+    path = Path(path).resolve()
+    st = path.stat()
+    key = str(path)
+    stamp = [st.st_size, st.st_mtime_ns]
+    memo_path = _hash_cache_path()
+    memo: dict = {}
+    if use_cache and memo_path.is_file():
+        try:
+            memo = json.loads(memo_path.read_text(encoding="utf-8"))
+            hit = memo.get(key)
+            if isinstance(hit, dict) and hit.get("stamp") == stamp and isinstance(hit.get("sha256"), str):
+                return hit["sha256"]
+        except (OSError, ValueError, AttributeError):
+            memo = {}  # unreadable memo: recompute and rewrite it
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if use_cache:
+        memo = memo if isinstance(memo, dict) else {}
+        memo[key] = {"stamp": stamp, "sha256": digest}
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(memo_path, memo)
+        except OSError as exc:
+            logger.info("could not remember the sha256 of %s in %s: %s", path, memo_path, exc)
+    return digest
+
+
+def _numpy_safe_globals() -> list:
+    """numpy types that laion-clap's training checkpoints pickle, for torch's `weights_only` loader.
+
+    Upstream: laion-clap's cosine scheduler (`laion_clap/training/scheduler.py`) stores `np.cos(...)` results,
+    numpy float64 scalars, as the optimizer's `lr`, and its training script saves the optimizer state in the
+    checkpoint. Unpickling one numpy scalar needs `numpy.core.multiarray.scalar` (numpy 2:
+    `numpy._core.multiarray.scalar`, still written as the numpy 1 name by old files), `numpy.dtype` and the
+    dtype's class (`numpy.dtypes.Float64DType`). These reconstruct plain numbers and dtypes, nothing callable.
+    Allow-listed only inside `load_clap_checkpoint` (a context manager), never globally.
+    """
+    import numpy as np
+
+    out: list = [np.dtype]
+    try:  # numpy >= 2: the implementation moved; old pickles still name numpy.core.multiarray.scalar
+        from numpy._core.multiarray import scalar as _scalar  # type: ignore[attr-defined]
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import scalar as _scalar  # type: ignore[attr-defined]
+    module = getattr(_scalar, "__module__", "") or ""
+    out.append(_scalar)
+    for name in ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"):
+        if name != f"{module}.scalar":
+            out.append((_scalar, name))
+    dtypes = getattr(np, "dtypes", None)
+    for cls in ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType", "BoolDType"):
+        if dtypes is not None and hasattr(dtypes, cls):
+            out.append(getattr(dtypes, cls))
+    return out
+
+
+def load_clap_checkpoint(path: str | os.PathLike) -> tp.Any:
+    """Load a laion-clap checkpoint file with torch's safe loader, as laion-clap's training script wrote it.
+
+    `weights_only=True` is passed explicitly (so `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` cannot switch it off), with
+    the numpy scalar/dtype types of `_numpy_safe_globals` allowed for this call only. A file the safe loader
+    cannot read is fully unpickled only when its sha256 is one of `OFFICIAL_CHECKPOINTS` (logged); any other
+    file is refused.
 
     Args:
         path: the checkpoint file.
+    Returns:
+        Whatever the file holds (laion's layout: `{"epoch", "name", "state_dict", "optimizer"}`).
+    Raises:
+        MetricUnavailableError: the file is not a checkpoint the safe loader accepts and is not pinned.
     """
-    size = path.stat().st_size
-    h = hashlib.sha256(f"{path.name}:{size}".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read())
-    return h.hexdigest()[:16]
+    import pickle
+
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = f"{type(exc).__name__}: {first_line[:300]}"
+        safe_exc = exc
+    digest = file_sha256(path)
+    if digest in OFFICIAL_CHECKPOINTS:
+        logger.warning("CLAP checkpoint %s is the official %s (sha256 %s, pinned) but torch's safe loader refuses "
+                       "it (%s): loading it with a full unpickle because its hash is pinned", path,
+                       OFFICIAL_CHECKPOINTS[digest][0], digest, reason)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    raise MetricUnavailableError(
+        f"refusing CLAP checkpoint {path}: torch's safe loader (weights_only=True) rejects it ({reason}) and its "
+        f"sha256 {digest} is not a pinned official LAION checkpoint, so it is never fully unpickled (that could "
+        f"run code). Fix: use the official {DEFAULT_CHECKPOINT_NAME} from https://huggingface.co/{HUB_REPO}, or "
+        "re-save your checkpoint's state dict with torch.save from a trusted session.") from safe_exc
+
+
+def checkpoint_info(path: str | os.PathLike) -> dict:
+    """What `zalo-music doctor` reports about a CLAP checkpoint: it is loaded, hashed and identified.
+
+    Args:
+        path: the checkpoint file.
+    Returns:
+        `{"sha256", "official" (name or None), "size", "n_tensors", "keys"}`.
+    Raises:
+        MetricUnavailableError: unloadable or refused (see `load_clap_checkpoint`).
+    """
+    path = Path(path)
+    ckpt = load_clap_checkpoint(path)
+    state = _state_dict(ckpt, path)
+    digest = file_sha256(path)
+    official = OFFICIAL_CHECKPOINTS.get(digest)
+    return {"sha256": digest, "official": official[0] if official else None, "size": path.stat().st_size,
+            "n_tensors": len(state), "keys": sorted(ckpt) if isinstance(ckpt, dict) else []}
+
+
+def _state_dict(ckpt: tp.Any, path: Path) -> dict:
+    state = ckpt["state_dict"] if isinstance(ckpt, dict) and "state_dict" in ckpt else ckpt
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MetricUnavailableError(f"CLAP checkpoint {path} holds no state dict of tensors (keys: "
+                                     f"{sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__})")
+    return state
 
 
 def load_clap_state(path: Path) -> dict:
-    """Load a laion-clap checkpoint with torch's safe loader.
+    """The model state dict of a laion-clap checkpoint, loaded safely and prepared as laion-clap does.
+
+    Same treatment as laion-clap's `clap_module.factory.load_state_dict`: `state_dict` unwrapped, `module.`
+    prefixes dropped, and the `text_branch.embeddings.position_ids` buffer removed (not a parameter in
+    transformers >= 4.31). The optimizer state and the rest are discarded.
 
     Args:
         path: checkpoint file (a state dict, or a dict holding one under `state_dict`).
     Raises:
         MetricUnavailableError: when the file is not a loadable checkpoint.
     """
+    path = Path(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report which file and why
-        raise MetricUnavailableError(f"cannot load CLAP checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    state = ckpt["state_dict"] if isinstance(ckpt, dict) and "state_dict" in ckpt else ckpt
-    if not isinstance(state, dict) or not state:
-        raise MetricUnavailableError(f"CLAP checkpoint {path} holds no state dict")
+        ckpt = load_clap_checkpoint(path)
+    except MetricUnavailableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated zip, I/O error, ...: report which file and why
+        raise MetricUnavailableError(f"cannot load CLAP checkpoint {path}: {type(exc).__name__}: {exc}. Fix: "
+                                     "download it again (the file may be truncated).") from exc
+    state = _state_dict(ckpt, path)
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
     state.pop("text_branch.embeddings.position_ids", None)
     return state
+
+
+def laion_clap_version() -> str:
+    """Installed laion-clap version ("unknown" when not installed): part of the reference cache key."""
+    import importlib.metadata as md
+
+    try:
+        return md.version("laion-clap")
+    except md.PackageNotFoundError:
+        return "unknown"
 
 
 class ClapEmbedder:
@@ -162,7 +317,12 @@ class ClapEmbedder:
     def __init__(self, spec: ClapSpec):
         self.spec = spec
         self.checkpoint = resolve_checkpoint(spec)
-        self.identity = f"{spec.amodel}/{spec.tmodel}/{checkpoint_identity(self.checkpoint)}/{EMBED_VERSION}"
+        from .audio import PREP_VERSION
+
+        #: Everything the embeddings depend on: towers, checkpoint bytes, laion-clap's code, our preparation.
+        self.checkpoint_sha256 = file_sha256(self.checkpoint)
+        self.identity = (f"{spec.amodel}/{spec.tmodel}/sha256:{self.checkpoint_sha256}/"
+                         f"laion-clap-{laion_clap_version()}/{EMBED_VERSION}/{PREP_VERSION}")
         try:
             import laion_clap
         except ImportError as exc:

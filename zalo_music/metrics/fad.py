@@ -132,37 +132,73 @@ def clas(clap: float, fas_value: float) -> float:
     return (float(clap) + float(fas_value)) / 2.0
 
 
-def fad_infinity(gen_emb: np.ndarray, ref: GaussianStats, sizes: tp.Sequence[int] | None = None,
-                 draws: int = 1, seed: int = 0) -> dict:
-    """FAD extrapolated to an infinite generated set (Gui et al., 2024, "Adapting FAD for ...").
+#: fadtk's FAD-inf defaults (Gui et al. 2024, github.com/microsoft/fadtk): 25 sizes from 500 to N, bootstrap.
+BOOTSTRAP_MIN_N = 500
+BOOTSTRAP_STEPS = 25
+FAD_INF_METHODS = ("subsets", "bootstrap")
 
-    FAD estimated on N samples is biased upwards roughly by c/N. We compute it on subsets of several sizes,
-    fit FAD(N) = a + b / N by least squares and report a, the value at 1/N = 0.
+
+def fad_inf_sizes(n: int, method: str = "subsets") -> list[int]:
+    """Default subset sizes of `fad_infinity`.
+
+    Args:
+        n: size of the generated set.
+        method: "subsets": 10 sizes evenly spaced from N/5 (at least 2) to N, drawn without replacement;
+            "bootstrap": fadtk's 25 sizes evenly spaced from 500 to N (with replacement, so sizes above N are
+            fine when N < 500).
+    """
+    if method == "bootstrap":
+        return [int(s) for s in np.linspace(BOOTSTRAP_MIN_N, n, num=BOOTSTRAP_STEPS)]
+    lo = max(2, n // 5)
+    return sorted({int(round(s)) for s in np.linspace(lo, n, num=10)})
+
+
+def fad_infinity(gen_emb: np.ndarray, ref: GaussianStats, sizes: tp.Sequence[int] | None = None,
+                 draws: int = 1, seed: int = 0, method: str = "subsets") -> dict:
+    """FAD extrapolated to an infinite generated set (FAD-inf; Gui et al., 2024, "Adapting FAD for ...").
+
+    The FAD of N samples is biased upwards by roughly c/N (the sample covariance's error adds to the trace
+    term; the bias is large while N is below the embedding dimension, 512 for CLAP). We compute FAD on
+    subsets of several sizes, fit FAD(N) = a + b / N by least squares and report the intercept a, the value
+    at 1/N = 0. Two estimators:
+
+    - "subsets" (default): subsets drawn *without* replacement, sizes N/5..N; the full set is one point.
+    - "bootstrap": fadtk's estimator, subsets drawn *with* replacement at 25 sizes from 500 to N; use it to
+      compare with published FAD-inf numbers. Resampling with replacement repeats items, which lowers the
+      effective size of each subset; the two estimators agree only approximately.
 
     Args:
         gen_emb: `[N, D]` embeddings of the generated set.
-        ref: reference statistics.
-        sizes: subset sizes (default: 10 sizes evenly spaced from N/5 (at least 2) to N).
+        ref: reference statistics (its own small-N bias is not removed).
+        sizes: subset sizes (default: `fad_inf_sizes(N, method)`).
         draws: subsets drawn per size (their FADs are averaged).
         seed: seed of the subset draws (result is deterministic).
+        method: "subsets" or "bootstrap".
     Returns:
-        `{"fad_inf": a, "slope": b, "r2": fit quality, "sizes": [...], "fads": [...]}`.
+        `{"fad_inf": a, "slope": b, "r2": fit quality, "sizes": [...], "fads": [...], "method": ...,
+        "warnings": [...]}`; a warning is given when the smallest subset is below the embedding dimension.
     """
+    if method not in FAD_INF_METHODS:
+        raise ValueError(f"FAD-inf method must be one of {FAD_INF_METHODS}, got {method!r}")
     x = np.asarray(gen_emb, dtype=np.float64)
-    n = x.shape[0]
+    n, dim = x.shape
+    with_replacement = method == "bootstrap"
     if sizes is None:
-        lo = max(2, n // 5)
-        sizes = sorted({int(round(s)) for s in np.linspace(lo, n, num=10)})
-    sizes = [int(s) for s in sizes if 2 <= int(s) <= n]
-    if len(sizes) < 2:
-        raise ValueError(f"FAD-inf needs at least 2 subset sizes between 2 and N={n}")
+        sizes = fad_inf_sizes(n, method)
+    sizes = [int(s) for s in sizes if 2 <= int(s) and (with_replacement or int(s) <= n)]
+    if len(set(sizes)) < 2:
+        raise ValueError(f"FAD-inf needs at least 2 distinct subset sizes of at least 2"
+                         f"{'' if with_replacement else f' and at most N={n}'}, got {sizes}")
     rng = np.random.default_rng(seed)
     fads = []
     for size in sizes:
         vals = []
-        for _ in range(draws if size < n else 1):
-            idx = rng.choice(n, size=size, replace=False) if size < n else np.arange(n)
-            vals.append(fad_from_stats(GaussianStats.from_embeddings(x[idx]), ref))
+        if not with_replacement and size == n:
+            vals.append(fad_from_stats(GaussianStats.from_embeddings(x), ref))
+        else:
+            for _ in range(draws):
+                idx = rng.choice(n, size=size, replace=with_replacement)
+                vals.append(fad_from_stats(GaussianStats.from_embeddings(x[idx]), ref))
         fads.append(float(np.mean(vals)))
     inv = 1.0 / np.asarray(sizes, dtype=np.float64)
     design = np.stack([np.ones_like(inv), inv], axis=1)
@@ -171,4 +207,11 @@ def fad_infinity(gen_emb: np.ndarray, ref: GaussianStats, sizes: tp.Sequence[int
     ss_res = float(((np.asarray(fads) - pred) ** 2).sum())
     ss_tot = float(((np.asarray(fads) - np.mean(fads)) ** 2).sum())
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    return {"fad_inf": float(a), "slope": float(b), "r2": r2, "sizes": sizes, "fads": fads}
+    warnings = []
+    if min(sizes) < dim:
+        warnings.append(f"FAD-inf: the smallest subset ({min(sizes)}) is below the embedding dimension ({dim}): "
+                        "those FADs come from rank-deficient covariances and the 1/N fit is less reliable; "
+                        f"use at least {dim} clips per subset (more generated clips) where you can")
+        logger.warning(warnings[-1])
+    return {"fad_inf": float(a), "slope": float(b), "r2": r2, "sizes": sizes, "fads": fads, "method": method,
+            "warnings": warnings}

@@ -44,7 +44,8 @@ def settings_from_cfg(cfg: omegaconf.DictConfig) -> ClasSettings | None:
                       device=device, batch_size=int(block.get("batch_size", 16)),
                       download=bool(block.get("download", True))),
         fad_tau=float(block.get("fad_tau", 1.0)), fad_inf=bool(block.get("fad_inf", False)),
-        fad_inf_sizes=tuple(int(s) for s in sizes) if sizes else None, stats_cache=cache)
+        fad_inf_sizes=tuple(int(s) for s in sizes) if sizes else None,
+        fad_inf_method=str(block.get("fad_inf_method", "subsets")), stats_cache=cache)
 
 
 def reference_path(cfg: omegaconf.DictConfig) -> str:
@@ -80,6 +81,7 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
 
     from .audio import clap_window
     from .clap import get_embedder
+    from .evaluator import is_empty_description
     from .reference import reference_stats
 
     cfg = solver.cfg
@@ -87,6 +89,7 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
     normalize_kwargs = dict(cfg.generate.audio)
     normalize_kwargs.pop("format", None)
     items: list = []
+    n_empty = 0
     loader = solver.dataloaders["evaluate"]
     lp = solver.log_progress("evaluate_clas inference", loader, total=len(loader), updates=solver.log_updates)
     # Own RNG stream: the same XP evaluates the same samples, and training's RNG state is left untouched.
@@ -97,13 +100,19 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
             duration = cfg.evaluate.fixed_generation_duration or audio.shape[-1] / cfg.sample_rate
             gen = solver.run_generate_step((audio, meta), gen_duration=duration, **solver.generation_params)
             wavs = gen["gen_audio"].detach().float().cpu()
-            windows = [clap_window(normalize_audio(w, **normalize_kwargs),
-                                   cfg.sample_rate)[0] for w in wavs]
+            # Same rule as `score`: an item without a description is left out of CLAP and FAD (counted).
+            keep = [i for i, m in enumerate(meta) if not is_empty_description(m.description)]
+            n_empty += len(meta) - len(keep)
+            if not keep:
+                continue
+            windows = [clap_window(normalize_audio(wavs[i], **normalize_kwargs), cfg.sample_rate)[0]
+                       for i in keep]
             audio_emb = embedder.embed_windows(np.stack(windows))
-            texts = [m.description or "" for m in meta]
-            text_emb = embedder.embed_text(texts)
-            for m, t, a in zip(meta, text_emb, audio_emb, strict=True):
-                items.append((f"{m.meta.path}@{m.seek_time}", t, a))
+            text_emb = embedder.embed_text([meta[i].description for i in keep])
+            for i, t, a in zip(keep, text_emb, audio_emb, strict=True):
+                items.append((f"{meta[i].meta.path}@{meta[i].seek_time}", t, a))
+    if not items:
+        raise ValueError("CLAS evaluation: every item of the evaluate split has an empty description")
     unique: dict = {}
     for key, t, a in _gather(items):
         unique.setdefault(key, (t, a))
@@ -112,16 +121,26 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
     audio_emb = np.stack([unique[k][1] for k in keys])
 
     def ref_stats():
-        return reference_stats(reference_path(cfg), lambda files: embed_files(embedder, files)[0],
-                               embedder.identity, settings.stats_cache, cfg.zalo.eval.get("reference_max"))
+        def embed(files):
+            emb, _, failed = embed_files(embedder, files, desc="CLAP: reference clips")
+            return emb, failed
+
+        return reference_stats(reference_path(cfg), embed, embedder.identity, settings.stats_cache,
+                               cfg.zalo.eval.get("reference_max"))
 
     # Rank 0 embeds the reference and fills the cache; the other ranks then read it instead of recomputing.
     if settings.stats_cache and flashy.distrib.world_size() > 1:
         if flashy.distrib.is_rank_zero():
             ref_stats()
         flashy.distrib.barrier()
-    ref, hit = ref_stats()
-    metrics, _ = scores_from_embeddings(text_emb, audio_emb, ref, settings)
+    ref, hit, skipped = ref_stats()
+    warnings: list[str] = []
+    metrics, _ = scores_from_embeddings(text_emb, audio_emb, ref, settings, warnings)
+    metrics["n_empty_descriptions"] = int(n_empty)
+    for f, reason in skipped.items():
+        logger.warning("CLAS evaluation: reference clip left out: %s: %s", f, reason)
+    for w in warnings:
+        logger.warning("CLAS evaluation: %s", w)
     logger.info("CLAS evaluation on %d items (reference %d clips, stats cache %s): %s", len(keys), ref.n,
                 "hit" if hit else "miss", metrics)
     return metrics
