@@ -4,8 +4,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import typing as tp
+
+
+def _number(kind: tp.Callable[[str], tp.Any], low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False) -> tp.Callable[[str], tp.Any]:
+    """An argparse `type` that parses `kind` and checks the range, with a message naming the bounds."""
+    def parse(text: str) -> tp.Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        bad_low = low is not None and (value <= low if low_open else value < low)
+        bad_high = high is not None and (value >= high if high_open else value > high)
+        if bad_low or bad_high:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {' and '.join(x for x in (lo, hi) if x)}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_POSITIVE_INT = _number(int, 1)
+_POSITIVE_FLOAT = _number(float, 0, low_open=True)
+
+
+def _shard(text: str) -> str:
+    from .generate import parse_shard
+
+    try:
+        parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -92,13 +129,31 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                            temperature=args.temperature, cfg_coef=args.cfg_coef, seed=args.seed,
                            batch_size=args.batch_size, sample_rate=args.sample_rate)
     summary = generate(args.model, args.json, args.out, gen, shard_spec=args.shard, device=args.device)
-    if args.zip:
+    zip_path = args.zip or args.zip_partial
+    if zip_path:
         if args.shard:
             print("--zip ignored with --shard: zip once every shard is done")
             return 0
-        path = write_zip(args.out, args.json, args.zip)
+        refused = summary["refused"]
+        failed = set(summary.get("failed", ()))
+        if failed:  # a generation or write failure: a rerun may help (it resumes), a refusal cannot
+            print(f"no ZIP written: {len(failed)} clips failed (see above); rerun the same command to retry "
+                  "them (finished clips are kept)")
+            return 1
+        if refused and not args.zip_partial:
+            print(f"no ZIP written: {len(refused)} ids were refused (their input cannot be generated; a rerun "
+                  "will not change that):")
+            for k, why in sorted(refused.items())[:10]:
+                print(f"  {k!r}: {why}")
+            print("fix these ids in the JSON, or pass --zip-partial PATH instead of --zip to write a ZIP "
+                  "without them (the submission then lacks those ids)")
+            return 1
+        path = write_zip(args.out, args.json, zip_path, skip=refused)
         report = validate(path, args.json, duration=args.duration, sample_rate=args.sample_rate)
-        print(f"submission {path}: {report.checked} files, "
+        if refused:  # --zip-partial: the refused ids are absent on purpose
+            for k in refused:
+                report.problems.pop(k, None)
+        print(f"submission {path}: {report.checked} files{f' ({len(refused)} refused ids left out)' if refused else ''}, "
               f"{'valid' if report.ok else f'{len(report.problems)} problems'}")
         return 0 if report.ok else 1
     return 0 if not summary["refused"] else 1
@@ -107,7 +162,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .submission import validate
 
-    report = validate(args.zip, args.json, duration=args.duration, sample_rate=args.sample_rate)
+    report = validate(args.zip, args.json, duration=args.duration, sample_rate=args.sample_rate,
+                      channels=args.channels or None)
     for name, problems in sorted(report.problems.items())[:50]:
         print(f"  {name}: {'; '.join(problems)}")
     if len(report.problems) > 50:
@@ -122,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="zalo-music", formatter_class=fmt,
                                 description="Fine-tune MusicGen with Audiocraft + Dora; score with CLAS.")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error (also: ZALO_MUSIC_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("doctor", formatter_class=fmt, help="check the installation and say how to fix it")
@@ -131,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("demo-data", formatter_class=fmt,
                        help="render the embedded demo dataset (10-s 16 kHz MP3 + Zalo JSON)")
     g.add_argument("--out", default=os.path.join("data", "demo_source"), help="output folder")
-    g.add_argument("--clips", type=int, default=64, help="number of clips")
+    g.add_argument("--clips", type=_POSITIVE_INT, default=64, help="number of clips")
     g.add_argument("--seed", type=int, default=0, help="master seed (same seed, same files)")
     g.add_argument("--force", action="store_true", help="re-render clips that already exist")
     g.set_defaults(func=_cmd_demo_data)
@@ -141,14 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", required=True, help='the {"<id>.mp3": "<description>"} file')
     r.add_argument("--audio-dir", required=True, help="folder with the clips named by the JSON keys")
     r.add_argument("--name", required=True, help="dataset name: dset=zalo/prepared zalo.dataset=NAME")
-    r.add_argument("--sample-rate", type=int, default=32000, help="output sample rate (the codec's)")
-    r.add_argument("--clip-seconds", type=float, default=10.0, help="clip length after trimming")
-    r.add_argument("--valid-fraction", type=float, default=0.1, help="share of descriptions held out")
+    r.add_argument("--sample-rate", type=_POSITIVE_INT, default=32000, help="output sample rate (the codec's)")
+    r.add_argument("--clip-seconds", type=_POSITIVE_FLOAT, default=10.0, help="clip length after trimming")
+    r.add_argument("--valid-fraction", type=_number(float, 0, 1, high_open=True), default=0.1, help="share of descriptions held out")
     r.add_argument("--seed", type=int, default=0, help="split seed")
     r.add_argument("--augment", default="none",
                    help="comma list of: none (native 10-s clips), loop (each clip x3 -> NAME-loop30), "
                         "concat (3 clips with matching descriptions -> NAME-concat30)")
-    r.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    r.add_argument("--workers", type=_POSITIVE_INT, default=None, help="parallel processes (default: all cores)")
     r.set_defaults(func=_cmd_prepare)
 
     t = sub.add_parser("prepare-test", formatter_class=fmt,
@@ -164,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--test-json", default=None, help="a test JSON, to measure its overlap with training")
     a.add_argument("--dataset", default=None,
                    help="name of a prepared dataset (manifests/NAME) for duration and loudness plots")
-    a.add_argument("--audio-sample", type=int, default=2000, help="at most this many clips read for loudness")
+    a.add_argument("--audio-sample", type=_number(int, 0), default=2000, help="at most this many clips read for loudness")
     a.add_argument("--out", default="reports/eda", help="output folder")
     a.set_defaults(func=_cmd_eda)
 
@@ -172,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run every XP of a Dora grid on this machine (no SLURM), resuming, then the table")
     gl.add_argument("grid", help="grid name under grids/ (e.g. zalo_tiny_lr_epochs)")
     gl.add_argument("--gpus", default=None, help="comma list of GPU ids, one XP per GPU (default: CPU)")
-    gl.add_argument("--parallel", type=int, default=None, help="XPs at a time (default: number of GPUs, or 1)")
+    gl.add_argument("--parallel", type=_POSITIVE_INT, default=None, help="XPs at a time (default: number of GPUs, or 1)")
     gl.add_argument("--allow-dirty", action="store_true",
                     help="run from a git tree with uncommitted changes (recorded in each XP's grid_local.json)")
     gl.add_argument("--dry-run", action="store_true", help="list the XPs and their state, run nothing")
@@ -186,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", formatter_class=fmt,
                        help="main job on the demo data: build, prepare, train solver=zalo/tiny, report")
-    q.add_argument("--clips", type=int, default=64, help="number of demo clips")
+    q.add_argument("--clips", type=_POSITIVE_INT, default=64, help="number of demo clips")
     q.add_argument("overrides", nargs="*", help="extra Hydra overrides for the tiny XP, e.g. optim.epochs=4")
     q.set_defaults(func=_cmd_quickstart)
 
@@ -203,16 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="hub name, exported folder, or //sig/<S> of an XP")
     gn.add_argument("--json", required=True, help='{"<id>.mp3": "<description>"} to generate')
     gn.add_argument("--out", required=True, help="output folder (one file per id, named by the id)")
-    gn.add_argument("--zip", default=None, help="also write and validate this submission ZIP")
-    gn.add_argument("--duration", type=float, default=10.0, help="seconds per clip")
-    gn.add_argument("--sample-rate", type=int, default=32000, help="output sample rate (resampled explicitly)")
-    gn.add_argument("--top-k", type=int, default=250, help="top-k sampling")
-    gn.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling (0: use top-k)")
-    gn.add_argument("--temperature", type=float, default=1.0, help="softmax temperature")
-    gn.add_argument("--cfg-coef", type=float, default=3.0, help="classifier-free guidance coefficient")
+    zips = gn.add_mutually_exclusive_group()
+    zips.add_argument("--zip", default=None,
+                      help="also write and validate this submission ZIP (not written if any id is refused)")
+    zips.add_argument("--zip-partial", default=None, metavar="ZIP",
+                      help="like --zip, but leave refused ids out of the ZIP instead of writing none")
+    gn.add_argument("--duration", type=_POSITIVE_FLOAT, default=10.0, help="seconds per clip")
+    gn.add_argument("--sample-rate", type=_POSITIVE_INT, default=32000, help="output sample rate (resampled explicitly)")
+    gn.add_argument("--top-k", type=_number(int, 0), default=250, help="top-k sampling")
+    gn.add_argument("--top-p", type=_number(float, 0, 1), default=0.0, help="nucleus sampling (0: use top-k)")
+    gn.add_argument("--temperature", type=_POSITIVE_FLOAT, default=1.0, help="softmax temperature")
+    gn.add_argument("--cfg-coef", type=_number(float, 0), default=3.0, help="classifier-free guidance coefficient")
     gn.add_argument("--seed", type=int, default=0, help="same seed + batch size, same audio")
-    gn.add_argument("--batch-size", type=int, default=16, help="descriptions per forward pass")
-    gn.add_argument("--shard", default=None, help="i/n: do only shard i of n (0-based), e.g. one per GPU")
+    gn.add_argument("--batch-size", type=_POSITIVE_INT, default=16, help="descriptions per forward pass")
+    gn.add_argument("--shard", type=_shard, default=None, help="i/n: do only shard i of n (0-based), e.g. one per GPU")
     gn.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     gn.set_defaults(func=_cmd_generate)
 
@@ -220,8 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check a submission ZIP: ids, decoding, duration, rate, silence, clipping")
     v.add_argument("zip", help="the submission ZIP")
     v.add_argument("--json", required=True, help="the test JSON the ZIP answers")
-    v.add_argument("--duration", type=float, default=10.0, help="expected seconds per clip (+-0.1)")
-    v.add_argument("--sample-rate", type=int, default=None, help="expected sample rate (default: any)")
+    v.add_argument("--duration", type=_POSITIVE_FLOAT, default=10.0, help="expected seconds per clip (+-0.1)")
+    v.add_argument("--sample-rate", type=_POSITIVE_INT, default=None, help="expected sample rate (default: any)")
+    v.add_argument("--channels", type=_number(int, 0), default=1,
+                   help="expected channels per clip (0: any)")
     v.set_defaults(func=_cmd_validate)
 
     from .metrics.cli import register as register_score  # each is light at import: keeps --help fast
@@ -238,13 +302,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for an error a user can fix: the file involved, what is wrong and what to do.
+
+    Args:
+        exc: the exception that ended the command.
+    """
+    import json as _json
+    import pickle
+    import zipfile
+
+    from .fileio import friendly_os_error
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return (f"a checkpoint holds objects that the safe loader refuses ({str(exc).splitlines()[0][:200]}): "
+                "only load model files you trust; zalo-music never unpickles arbitrary code")
+    if isinstance(exc, _json.JSONDecodeError):
+        return f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}: fix the file"
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"not a readable ZIP or checkpoint file ({exc}): the file is corrupt or truncated; rebuild it"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return friendly_os_error(exc)
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to read (a hostile or broken file?)"
+    if isinstance(exc, EOFError):
+        return f"file ended early ({exc}): it is truncated; re-create or re-download it"
+    if isinstance(exc, RuntimeError) and ("PytorchStreamReader" in str(exc) or "zip archive" in str(exc)):
+        return f"model file is corrupt or truncated ({str(exc).splitlines()[0][:200]}): re-export or re-download it"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, (ValueError, OSError, KeyError, UnicodeError)):
+        return text or type(exc).__name__
+    return f"unexpected {type(exc).__name__}: {text[:300]} (rerun with --debug for the traceback, and report it)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `zalo-music` command."""
+    """Entry point of the `zalo-music` command.
+
+    One error boundary for every command: an error becomes one line on stderr naming the file and the fix,
+    exit code 2; `--debug` (or ZALO_MUSIC_DEBUG=1) re-raises it with its traceback.
+    """
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("ZALO_MUSIC_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"zalo-music {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"zalo-music {args.command}: interrupted (a rerun resumes)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one boundary: one clear line, the traceback with --debug
+        if debug:
+            raise
+        print(f"zalo-music {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         return 2
 
 

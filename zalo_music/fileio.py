@@ -95,6 +95,9 @@ def safe_child(root: str | os.PathLike, name: str) -> Path:
     if not isinstance(name, str) or not name or name in {".", ".."} or "\x00" in name or "/" in name \
             or "\\" in name:
         raise ValueError(f"unsafe file name {name!r}: ids must be plain file names (no folders, no '..')")
+    bad = unicode_problem(name)
+    if bad:  # checked first: resolving such a name raises UnicodeEncodeError, not a reason
+        raise ValueError(f"file name {name!r} is {bad}: rename the id")
     root_path = Path(root).resolve()
     child = (root_path / name).resolve()
     if child.parent != root_path:
@@ -133,9 +136,6 @@ def check_output_name(folder: str | os.PathLike, name: str, limit: int | None = 
         ValueError: naming the problem (unsafe, unencodable, or too long including the temporary suffix).
     """
     target = safe_child(folder, name)
-    bad = unicode_problem(name)
-    if bad:
-        raise ValueError(f"file name {name!r} is {bad}: rename the id")
     limit = limit or name_max(folder)
     size = len(temp_name(name).encode("utf-8"))
     if size > limit:

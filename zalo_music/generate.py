@@ -4,6 +4,12 @@ Determinism: items are sorted by id and cut into fixed batches of `batch_size`; 
 (seed, its ids). A batch is skipped only when all its files exist, otherwise it is regenerated whole, so an
 interrupted run finishes with the same bytes as an uninterrupted one (for the same batch size and device).
 
+Safety: every MP3 is re-read before its atomic rename (container, rate, mono, exact frame count, decodes to
+its end), and a rerun re-checks existing files the same way and regenerates the ones that fail (a clip cut short
+by a full disk is never kept). Ids whose file name cannot be written are refused before the model loads. A
+failure inside one batch or clip becomes those ids' reason; the other batches go on. Concurrent runs on one
+`--out` share the work through per-batch locks instead of both generating everything.
+
 Speed: the LM samples a whole batch at once; the per-clip work (CPU codec decode, resampling, MP3
 encoding) runs one clip per core in a thread pool (torch and LAME release the GIL).
 """
@@ -11,12 +17,17 @@ encoding) runs one clip per core in a thread pool (torch and LAME release the GI
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import fcntl
 import functools
 import glob
 import hashlib
+import os
+import pickle
 import time
 import typing as tp
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +36,7 @@ import soundfile as sf
 import torch
 
 from .data.zalo_json import read_zalo_json
-from .fileio import atomic_path, safe_child
+from .fileio import AudioCheckError, atomic_path, check_audio, check_output_name, unicode_problem
 
 #: A first, model-free bound on the work per description; `text_truncator` then cuts to the encoder's tokens.
 MAX_DESCRIPTION_CHARS = 2000
@@ -63,10 +74,24 @@ def load_model(spec: str, device: str | None = None):
 
     allow_short_segment_musicgen()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from .patches import check_safe_loading
+
+    check_safe_loading()
     if spec.startswith("//sig/") or (Path(spec).is_dir() and (Path(spec) / "checkpoint.th").is_file()):
         sig = spec[len("//sig/"):] if spec.startswith("//sig/") else Path(spec).name
         spec = str(export_xp(spec, env.dora_dir() / "exports" / sig))
-    return MusicGen.get_pretrained(spec, device=device)
+    try:
+        return MusicGen.get_pretrained(spec, device=device)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"--model {spec}: a model file holds objects the safe loader refuses "
+                         f"({str(exc).splitlines()[0][:160]}); only load models you trust") from exc
+    except (EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"--model {spec}: a model file is truncated or corrupt ({exc}); re-export it") from exc
+    except RuntimeError as exc:
+        if "PytorchStreamReader" in str(exc) or "zip archive" in str(exc):
+            raise ValueError(f"--model {spec}: a model file is truncated or corrupt "
+                             f"({str(exc).splitlines()[0][:160]}); re-export it") from exc
+        raise
 
 
 def check_items(descriptions: dict, out_dir: Path) -> tuple[list[tuple[str, str, Path]], dict[str, str]]:
@@ -76,8 +101,12 @@ def check_items(descriptions: dict, out_dir: Path) -> tuple[list[tuple[str, str,
         if not isinstance(text, str) or not text.strip():
             errors[key] = "missing or empty description"
             continue
-        try:
-            target = safe_child(out_dir, key)
+        bad = unicode_problem(text)
+        if bad:
+            errors[key] = f"description is {bad}: fix the text in the JSON"
+            continue
+        try:  # also refuses names the file system cannot store (too long with the temp suffix, unencodable)
+            target = check_output_name(out_dir, key)
         except ValueError as exc:
             errors[key] = str(exc)
             continue
@@ -97,10 +126,23 @@ def shard(items: list, spec: str | None) -> list:
     """Items of shard `i/n` (0-based), by whole batches so that batches stay identical across shards."""
     if not spec:
         return items
-    i, n = (int(x) for x in spec.split("/"))
+    i, n = parse_shard(spec)
+    return items[i::n]
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`"i/n"` -> (i, n), with a clear error for anything else.
+
+    Args:
+        spec: the `--shard` value.
+    """
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {spec!r}: expected i/n with integers 0 <= i < n, e.g. 0/2") from None
     if not 0 <= i < n:
         raise ValueError(f"--shard {spec}: expected i/n with 0 <= i < n")
-    return items[i::n]
+    return i, n
 
 
 def text_truncator(model) -> tp.Callable[[str], tuple[str, int]]:
@@ -152,8 +194,39 @@ def postprocess(wav: torch.Tensor, from_rate: int, to_rate: int, duration: float
     return y.astype(np.float32)
 
 
+def clip_problem(path: Path, sample_rate: int, duration: float) -> str | None:
+    """Why an MP3 is not a finished clip (None when it is): container, rate, mono, exact length, decodes.
+
+    libsndfile writes MP3s of exactly `round(duration * rate)` frames; a shorter decode means a truncated
+    write (a full disk that LAME's flush did not report). Decoding a 10-s clip takes ~5 ms.
+
+    Args:
+        path: the MP3.
+        sample_rate: expected rate.
+        duration: expected seconds.
+    """
+    try:
+        check_audio(path, sample_rate=sample_rate, channels=1, frames=int(round(duration * sample_rate)),
+                    container="MP3", deep=True)
+    except AudioCheckError as exc:
+        return str(exc)
+    return None
+
+
 def write_mp3(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    with atomic_path(path) as tmp:
+    """Write a mono MP3 atomically, refusing to commit it unless it reads back complete.
+
+    Args:
+        path: destination.
+        audio: float samples.
+        sample_rate: its rate.
+    """
+    def verify(tmp: Path) -> None:
+        problem = clip_problem(tmp, sample_rate, audio.shape[-1] / sample_rate)
+        if problem:
+            raise OSError(f"{path}: the MP3 written does not read back ({problem}); is the disk full?")
+
+    with atomic_path(path, verify=verify) as tmp:
         sf.write(str(tmp), audio, sample_rate, format="MP3")
 
 
@@ -229,6 +302,10 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     from tqdm import tqdm
 
     gen = gen or GenerationConfig()
+    if gen.batch_size < 1:
+        raise ValueError(f"--batch-size {gen.batch_size}: must be at least 1")
+    if not gen.duration > 0 or gen.sample_rate <= 0:
+        raise ValueError(f"--duration {gen.duration} / --sample-rate {gen.sample_rate}: must be positive")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     descriptions, duplicates = read_zalo_json(json_path)
@@ -236,8 +313,24 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     errors.update({k: f"duplicate id ({n} times in the JSON)" for k, n in duplicates.items()})
     items = shard(items, shard_spec)
     batches = [items[i:i + gen.batch_size] for i in range(0, len(items), gen.batch_size)]
-    todo = [b for b in batches if not all(t.exists() for _, _, t in b)]
     stale = remove_stale_temps(items)
+    invalid: list[str] = []
+
+    def unfinished(batch: list) -> bool:
+        bad = False
+        for key, _, target in batch:
+            if target.exists():
+                problem = clip_problem(target, gen.sample_rate, gen.duration)
+                if problem is None:
+                    continue
+                if key not in invalid:
+                    invalid.append(key)
+                    warnings.warn(f"{target}: existing file is not a finished clip ({problem}): regenerating it",
+                                  stacklevel=3)
+            bad = True
+        return bad
+
+    todo = [b for b in batches if unfinished(b)]
     start = time.time()
     if todo and model is None:
         model = load_model(model_spec, device)
@@ -245,50 +338,142 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         model.set_generation_params(use_sampling=True, top_k=gen.top_k, top_p=gen.top_p,
                                     temperature=gen.temperature, duration=gen.duration, cfg_coef=gen.cfg_coef)
     written = 0
+    failed: dict[str, str] = {}
     bar = tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet)
     pool = _cpu_pool(torch.get_num_threads())
     truncate = text_truncator(model) if model is not None else None
-    truncated = []
-    for batch in todo:
+    truncated: list[str] = []
+    by_other = 0
+
+    def run_batch(batch: list) -> int:
         texts = []
         for key, text, _ in batch:
             text, n_tokens = truncate(text)
-            if n_tokens:
+            if n_tokens and key not in truncated:
                 truncated.append(key)
                 warnings.warn(f"{key}: description of {n_tokens} tokens truncated to what the text encoder "
-                              f"takes ({len(text)} characters kept)", stacklevel=2)
+                              f"takes ({len(text)} characters kept)", stacklevel=3)
             texts.append(text)
         torch.manual_seed(batch_seed(gen.seed, [k for k, _, _ in batch]))
-        with torch.inference_mode():  # no autograd bookkeeping at all: faster than no_grad on CPU
-            wavs = generate_batch(model, texts).cpu()
+        try:
+            with torch.inference_mode():  # no autograd bookkeeping at all: faster than no_grad on CPU
+                wavs = generate_batch(model, texts).cpu()
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - this batch's ids get the reason, the next batch goes on
+            for key, _, _ in batch:
+                failed[key] = f"generation failed: {type(exc).__name__}: {str(exc)[:200]}"
+            return 0
         # The clips are encoded side by side, one per core, and only then does the next batch start:
         # overlapping LAME with the LM on a small CPU starves torch's threads and is slower overall.
-        futures = [pool.submit(_write_one, target, wav, model.sample_rate, gen)
-                   for (_, _, target), wav in zip(batch, wavs, strict=True)]
+        futures = {key: pool.submit(_write_one, target, wav, model.sample_rate, gen)
+                   for (key, _, target), wav in zip(batch, wavs, strict=True)}
+        done = 0
         try:
-            written += sum(f.result() for f in futures)
-        finally:  # on failure, let the batch's other clips land (atomically) before the error propagates
-            concurrent.futures.wait(futures)
-        bar.update(len(batch))
+            for key, fut in futures.items():
+                try:
+                    done += fut.result()
+                except OSError as exc:
+                    if exc.errno in (28, 122):  # ENOSPC, EDQUOT: every later clip would fail the same way
+                        raise
+                    failed[key] = f"cannot write: {exc}"
+                except Exception as exc:  # noqa: BLE001
+                    failed[key] = f"cannot write: {type(exc).__name__}: {str(exc)[:200]}"
+        finally:  # on an error that ends the run, let the batch's other clips land (atomically) first
+            concurrent.futures.wait(list(futures.values()))
+        return done
+
+    deferred = []
+    with _BatchLocks(out) as locks:
+        for batch in todo:
+            if not locks.acquire(batch, block=False):  # another run on this --out is generating it
+                deferred.append(batch)
+                continue
+            try:
+                if unfinished(batch):  # re-checked under the lock: the other run may just have finished it
+                    written += run_batch(batch)
+                else:
+                    by_other += len(batch)
+            finally:
+                locks.release(batch)
+            bar.update(len(batch))
+        for batch in deferred:  # wait for the other run, then finish what it left undone
+            locks.acquire(batch, block=True)
+            try:
+                if unfinished(batch):
+                    written += run_batch(batch)
+                else:
+                    by_other += len(batch)
+            finally:
+                locks.release(batch)
+            bar.update(len(batch))
     bar.close()
     seconds = time.time() - start
     audio_seconds = written * gen.duration
-    summary = {"total": len(items), "written": written, "skipped_existing": len(items) - sum(len(b) for b in todo),
-               "refused": errors, "truncated": truncated, "stale_temps_removed": stale,
-               "seconds": round(seconds, 2), "out_dir": str(out),
+    errors.update(failed)
+    summary = {"total": len(items), "written": written,
+               "skipped_existing": len(items) - sum(len(b) for b in todo), "by_other_run": by_other,
+               "regenerated_invalid": invalid, "refused": errors, "failed": sorted(failed),
+               "truncated": truncated, "stale_temps_removed": stale, "seconds": round(seconds, 2),
+               "out_dir": str(out),
                "realtime_factor": round(seconds / audio_seconds, 4) if audio_seconds else None}
     if not quiet:
-        print(f"generated {written} clips ({summary['skipped_existing']} already there, {len(errors)} refused) "
-              f"in {seconds:.1f}s -> {out}")
+        print(f"generated {written} clips ({summary['skipped_existing']} already there, {by_other} by another "
+              f"run, {len(errors)} refused or failed) in {seconds:.1f}s -> {out}")
         if stale:
             print(f"  removed {stale} temporary files an interrupted run had left")
+        if invalid:
+            print(f"  {len(invalid)} existing files were not finished clips and were regenerated "
+                  f"(first: {invalid[:3]})")
         for k, why in list(errors.items())[:10]:
             print(f"  refused {k!r}: {why}")
+        if len(errors) > 10:
+            print(f"  ... and {len(errors) - 10} more")
     return summary
 
 
+class _BatchLocks:
+    """Per-batch advisory locks shared by every `generate` writing into one folder.
+
+    One lock file per output folder (in the temp folder, so `--out` holds only clips), one byte-range lock
+    (fcntl) per batch at an offset derived from the batch's ids: two runs on the same `--out` (with or without
+    the same shards) never generate the same batch at once, and a lock held by a killed run is released by the
+    kernel.
+    """
+
+    def __init__(self, out: Path) -> None:
+        import tempfile
+
+        digest = hashlib.sha256(str(out.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        self.path = Path(tempfile.gettempdir()) / f"zalo-generate-{digest}.lock"
+        self.fd = -1
+
+    def __enter__(self) -> _BatchLocks:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    @staticmethod
+    def _offset(batch: list) -> int:
+        return batch_seed(0, [k for k, _, _ in batch]) % (2**40)
+
+    def acquire(self, batch: list, block: bool) -> bool:
+        flags = fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB)
+        try:
+            fcntl.lockf(self.fd, flags, 1, self._offset(batch))
+        except OSError:
+            return False
+        return True
+
+    def release(self, batch: list) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self._offset(batch))
+
+
 def _write_one(target: Path, wav: torch.Tensor, model_rate: int, gen: GenerationConfig) -> bool:
-    if target.exists():
-        return False
+    if target.exists() and clip_problem(target, gen.sample_rate, gen.duration) is None:
+        return False  # a finished clip from an earlier run (identical bytes: same seed, same batch)
     write_mp3(target, postprocess(wav, model_rate, gen.sample_rate, gen.duration), gen.sample_rate)
     return True

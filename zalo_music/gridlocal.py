@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import env
+from .procutil import preexec_die_with_parent
 
 
 @dataclass
@@ -174,8 +176,11 @@ def run_local(grid: str, gpus: list[str] | None = None, parallel: int | None = N
         x.log = x.folder / "grid_local.log"
         t0 = time.time()
         with open(x.log, "a") as log:
+            # the XP gets SIGTERM if this runner dies (kill -9 included): no training is left running alone
+            # (it stops its DataLoader workers and resumes from its checkpoint on the next grid-local)
             rc = subprocess.run([sys.executable, "-m", "dora", "-P", "zalo_music", "run", "-f", x.sig],
-                                cwd=env.PROJECT_ROOT, env=envs, stdout=log, stderr=subprocess.STDOUT).returncode
+                                cwd=env.PROJECT_ROOT, env=envs, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=preexec_die_with_parent(signal.SIGTERM)).returncode
         x.seconds = time.time() - t0
         x.done_epochs = _history_len(x.folder)
         with lock:

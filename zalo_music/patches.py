@@ -100,6 +100,76 @@ def _allow_audiocraft_checkpoints() -> None:
     torch.serialization.add_safe_globals(safe_globals())
 
 
+def _always_weights_only() -> None:
+    """Make every `torch.load` in the process use the safe loader unless the caller explicitly says otherwise.
+
+    Upstream: audiocraft's loaders (`audiocraft/models/loaders.py`, `utils/checkpoint.py`, `utils/export.py`,
+    `utils/cache.py`) call `torch.load(path, 'cpu')` without `weights_only`. torch >= 2.6 then uses the safe
+    loader by default, but `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` turns it off for exactly those call sites
+    (torch/serialization.py: the variable only overrides calls that did not pass `weights_only`), so a model
+    folder carrying a malicious pickle would run code. Passing `weights_only=True` on their behalf keeps the
+    safe loader whatever the environment says; the allow-list above makes audiocraft's own files load.
+    """
+    import torch
+
+    if getattr(torch.load, "_zalo_patched", False):
+        return
+    original = torch.load
+
+    def load(*args: tp.Any, **kwargs: tp.Any) -> tp.Any:
+        kwargs.setdefault("weights_only", True)
+        return original(*args, **kwargs)
+
+    load._zalo_patched = True  # type: ignore[attr-defined]
+    load.__wrapped__ = original  # type: ignore[attr-defined]
+    load.__doc__ = original.__doc__
+    torch.load = load  # type: ignore[assignment]
+
+
+def check_safe_loading() -> None:
+    """Make sure checkpoint loading is safe before any model file is read (re-applies the patch if needed).
+
+    Raises:
+        RuntimeError: if `torch.load` was replaced by something that does not default to the safe loader.
+    """
+    import torch
+
+    _always_weights_only()
+    if not getattr(torch.load, "_zalo_patched", False):
+        raise RuntimeError("torch.load was replaced after zalo_music's safe-loading patch: refusing to load "
+                           "model files that could run code")
+
+
+def workers_die_with_parent() -> None:
+    """Give every torch DataLoader worker a parent-death signal (see `zalo_music.procutil`).
+
+    Upstream: torch's DataLoader workers (`torch/utils/data/_utils/worker.py`) notice a dead parent only by
+    polling; a worker busy or blocked when `dora run` is killed can stay behind, holding its copy of the
+    dataset (~1 GB each with audiocraft's loaders). audiocraft builds its loaders itself
+    (`audiocraft/data/audio_dataset.py`), so the worker_init_fn is wrapped at the DataLoader class.
+    """
+    import functools
+
+    from torch.utils.data import DataLoader
+
+    from .procutil import dataloader_worker_init
+
+    init = DataLoader.__init__
+    if getattr(init, "_zalo_patched", False):
+        return
+
+    @functools.wraps(init)
+    def __init__(self, *args: tp.Any, **kwargs: tp.Any) -> None:
+        if len(args) > 10:  # worker_init_fn given positionally (after dataset ... timeout)
+            args = (*args[:10], functools.partial(dataloader_worker_init, args[10]), *args[11:])
+        else:
+            kwargs["worker_init_fn"] = functools.partial(dataloader_worker_init, kwargs.get("worker_init_fn"))
+        init(self, *args, **kwargs)
+
+    __init__._zalo_patched = True  # type: ignore[attr-defined]
+    DataLoader.__init__ = __init__  # type: ignore[method-assign]
+
+
 def allow_short_segment_musicgen() -> None:
     """Let `MusicGen` load models trained on segments of 18 s or less (our 10-s fine-tunes).
 
@@ -130,4 +200,5 @@ def apply() -> None:
         return
     _guard_laion_clap_import()
     _allow_audiocraft_checkpoints()
+    _always_weights_only()
     _APPLIED = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import typing as tp
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,28 +15,45 @@ from .data.zalo_json import load_descriptions
 from .fileio import atomic_path
 
 DURATION_TOLERANCE = 0.1  # seconds: MP3 frames (1152 samples) and encoder padding
+#: Largest entry read from a submission ZIP: a 10-s MP3 is ~0.2-0.5 MB; anything bigger is not a clip, and
+#: reading it whole (a zip bomb) would cost its full size in memory.
+MAX_ENTRY_BYTES = 8_000_000
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # earliest date ZIP stores
 
 
-def write_zip(out_dir: str | Path, json_path: str | Path, zip_path: str | Path) -> Path:
+def write_zip(out_dir: str | Path, json_path: str | Path, zip_path: str | Path,
+              skip: tp.Collection[str] = ()) -> Path:
     """Zip the MP3 of every id of `json_path` from `out_dir` (flat names, stored: MP3 is compressed).
 
-    Entries are sorted by id with a fixed timestamp, so the ZIP's bytes depend only on the clips.
+    Entries are sorted by id with a fixed timestamp, so the ZIP's bytes depend only on the clips. The ZIP is
+    re-read (entry names, CRCs) before its atomic rename.
 
     Args:
         out_dir: folder with one MP3 per id.
         json_path: the test descriptions.
         zip_path: the ZIP to write (atomically).
+        skip: ids left out on purpose (`generate --zip-partial`: ids that were refused).
 
     Raises:
         FileNotFoundError: listing the ids whose file is missing.
     """
-    ids = sorted(load_descriptions(json_path))
+    ids = sorted(set(load_descriptions(json_path)) - set(skip))
     missing = [i for i in ids if not (Path(out_dir) / i).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} ids have no file in {out_dir} (first: {missing[:3]}): "
                                 "run `zalo-music generate` again to finish them")
-    with atomic_path(zip_path) as tmp:
+
+    def verify(tmp: Path) -> None:
+        try:
+            with zipfile.ZipFile(tmp) as zf:
+                bad = zf.testzip()
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise OSError(f"{zip_path}: the ZIP written does not read back ({exc}); is the disk full?") from exc
+        if bad is not None or names != ids:
+            raise OSError(f"{zip_path}: the ZIP written does not read back (entry {bad!r}); is the disk full?")
+
+    with atomic_path(zip_path, verify=verify) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for i in ids:
                 # a fixed timestamp: the same clips give the same ZIP bytes, also after a resumed run
@@ -61,21 +79,32 @@ class Report:
 
 
 def validate(zip_path: str | Path, json_path: str | Path, duration: float = 10.0,
-             sample_rate: int | None = None) -> Report:
+             sample_rate: int | None = None, channels: int | None = 1) -> Report:
     """Check a submission ZIP against its test JSON.
+
+    Memory stays bounded whatever the ZIP holds: an entry is read only up to `MAX_ENTRY_BYTES` (a larger one,
+    whatever its header claims, is refused undecoded) and decoded only up to the expected duration.
 
     Args:
         zip_path: the ZIP.
         json_path: the test descriptions; every id must be in the ZIP exactly once, nothing else.
         duration: expected clip length in seconds (+-0.1 s).
         sample_rate: expected rate, or None for any.
+        channels: expected channel count (1: mono), or None for any.
     """
     expected = set(load_descriptions(json_path))
     report = Report()
-    with zipfile.ZipFile(zip_path) as zf:
-        names = [i.filename for i in zf.infolist() if not i.is_dir()]
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as exc:
+        report.add(Path(zip_path).name, f"not a readable ZIP file ({exc}): rebuild it (generate --zip)")
+        return report
+    with zf:
         seen: set[str] = set()
-        for name in names:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir():
+                continue
             if name in seen:
                 report.add(name, "duplicate entry")
             seen.add(name)
@@ -85,24 +114,55 @@ def validate(zip_path: str | Path, json_path: str | Path, duration: float = 10.0
                 report.add(name, "not an id of the test JSON")
                 continue
             report.checked += 1
+            if info.file_size > MAX_ENTRY_BYTES:
+                report.add(name, f"{info.file_size / 1e6:.1f} MB uncompressed, over the {MAX_ENTRY_BYTES / 1e6:.0f} "
+                                 "MB a 10-s MP3 could need: not decoded")
+                continue
             try:
-                audio, sr = sf.read(io.BytesIO(zf.read(name)), dtype="float32", always_2d=True)
-            except Exception as exc:  # noqa: BLE001
-                report.add(name, f"does not decode ({type(exc).__name__})")
+                with zf.open(info) as f:
+                    data = f.read(MAX_ENTRY_BYTES + 1)  # the header may lie about the size: never trust it
+            except Exception as exc:  # noqa: BLE001 - corrupt entry (CRC, bad compression, encrypted)
+                report.add(name, f"cannot be read from the ZIP ({type(exc).__name__}: {str(exc)[:80]})")
                 continue
-            seconds = audio.shape[0] / sr
-            if abs(seconds - duration) > DURATION_TOLERANCE:
-                report.add(name, f"{seconds:.3f}s, expected {duration}s +-{DURATION_TOLERANCE}")
-            if sample_rate and sr != sample_rate:
-                report.add(name, f"sample rate {sr}, expected {sample_rate}")
-            if not np.isfinite(audio).all():
-                report.add(name, "NaN or Inf samples")
+            if len(data) > MAX_ENTRY_BYTES:
+                report.add(name, f"over {MAX_ENTRY_BYTES / 1e6:.0f} MB uncompressed: not decoded")
                 continue
-            peak = float(np.abs(audio).max()) if audio.size else 0.0
-            if peak < 1e-3:
-                report.add(name, "silent (peak below -60 dBFS)")
-            if np.mean(np.abs(audio) >= 0.999) > 1e-3:
-                report.add(name, "clipping (>0.1% of samples at full scale)")
+            _check_clip(report, name, data, duration, sample_rate, channels)
         for name in sorted(expected - seen):
             report.add(name, "missing from the ZIP")
     return report
+
+
+def _check_clip(report: Report, name: str, data: bytes, duration: float, sample_rate: int | None,
+                channels: int | None) -> None:
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            fmt, sr, ch = f.format, f.samplerate, f.channels
+            # at most the expected length plus a second: enough to tell "too long", bounded memory
+            audio = f.read(int((duration + DURATION_TOLERANCE + 1) * sr), dtype="float32", always_2d=True)
+            rest = 0
+            while True:  # count (without keeping) what is beyond the window, to report the real length
+                chunk = f.read(1 << 16, dtype="float32", always_2d=True)
+                if not len(chunk):
+                    break
+                rest += len(chunk)
+    except Exception as exc:  # noqa: BLE001
+        report.add(name, f"does not decode ({type(exc).__name__})")
+        return
+    if fmt != "MP3":
+        report.add(name, f"is {fmt} audio named .mp3: the submission needs real MP3 files")
+    if channels and ch != channels:
+        report.add(name, f"{ch} channels, expected {channels} ({'mono' if channels == 1 else 'multi-channel'})")
+    seconds = (audio.shape[0] + rest) / sr
+    if abs(seconds - duration) > DURATION_TOLERANCE:
+        report.add(name, f"{seconds:.3f}s, expected {duration}s +-{DURATION_TOLERANCE}")
+    if sample_rate and sr != sample_rate:
+        report.add(name, f"sample rate {sr}, expected {sample_rate}")
+    if not np.isfinite(audio).all():
+        report.add(name, "NaN or Inf samples")
+        return
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak < 1e-3:
+        report.add(name, "silent (peak below -60 dBFS)")
+    if np.mean(np.abs(audio) >= 0.999) > 1e-3:
+        report.add(name, "clipping (>0.1% of samples at full scale)")

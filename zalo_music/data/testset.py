@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..fileio import safe_child, write_json
-from .prepare import normalize_description
+from ..fileio import check_output_name, unicode_problem, write_json
+from .prepare import check_dataset_name, normalize_description
 from .zalo_json import read_zalo_json
 
 
@@ -30,6 +30,7 @@ def prepare_test(json_path: str | Path, name: str, train_json: str | Path | None
     """
     from .. import env
 
+    check_dataset_name(name)  # `--name ../../x` would write outside the manifests folder
     data, dupes = read_zalo_json(json_path)
     out = Path(manifest_dir or env.manifest_dir()) / name
     errors: dict[str, str] = {k: f"duplicate id ({n} times)" for k, n in dupes.items()}
@@ -37,17 +38,18 @@ def prepare_test(json_path: str | Path, name: str, train_json: str | Path | None
     for key, text in data.items():
         if key in errors:
             continue
-        try:
-            safe_child(out, key)
-        except ValueError as exc:
-            errors[key] = str(exc)
-            continue
-        if not key.lower().endswith(".mp3"):
-            errors[key] = "id must end in .mp3 (output files are named by the id)"
-        elif not isinstance(text, str) or not text.strip():
-            errors[key] = "missing or empty description"
-        else:
+        try:  # the id becomes generate's file name: refuse what no file system can store, up front
+            check_output_name(out, key)
+            if not key.lower().endswith(".mp3"):
+                raise ValueError("id must end in .mp3 (output files are named by the id)")
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("missing or empty description")
+            bad = unicode_problem(text)
+            if bad:
+                raise ValueError(f"description is {bad}: fix the text in the JSON")
             clean[key] = re.sub(r"\s+", " ", text).strip()
+        except Exception as exc:  # noqa: BLE001 - one item's problem is that item's reason
+            errors[key] = str(exc) if isinstance(exc, ValueError) else f"failed: {type(exc).__name__}: {exc}"
     overlap: list[str] = []
     if train_json:
         train, _ = read_zalo_json(train_json)

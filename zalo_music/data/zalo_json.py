@@ -33,10 +33,17 @@ def read_zalo_json(json_path: str | Path) -> tuple[dict[str, tp.Any], dict[str, 
         raise ValueError(f"{path}: not UTF-8 text ({exc}); re-save it as UTF-8") from exc
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise ValueError(f"{path}: is a folder; pass the JSON file itself") from exc
+    except PermissionError as exc:
+        raise ValueError(f"{path}: not readable by this user ({exc.strerror}); fix its permissions") from exc
     try:
         data = json.loads(text, object_pairs_hook=keep_first)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise ValueError(f"{path}: JSON nested too deeply; expected a flat object "
+                         '{"<id>.mp3": "<description>"}') from exc
     if not isinstance(data, dict):
         raise ValueError(f'{path}: expected an object {{"<id>.mp3": "<description>"}}, got {type(data).__name__}')
     return data, {k: n for k, n in counts.items() if n > 1}
