@@ -1,0 +1,126 @@
+"""LoRA (`zalo.lora.*`, zalo_music/solvers/lora.py): adapters on audiocraft's LM, adapter-only state, merging."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def lm_cfg():
+    from zalo_music.train import main
+
+    # custom=true: audiocraft's own attention (the real recipe's, with memory_efficient=true on GPU), whose
+    # out_proj is a module call; the tiny recipe's torch nn.MultiheadAttention would bypass an adapter there.
+    return main.get_xp(["solver=zalo/tiny", "transformer_lm.custom=true"]).cfg
+
+
+def _lm(cfg, seed=0):
+    from audiocraft.models import builders
+
+    torch.manual_seed(seed)
+    return builders.get_lm_model(cfg).eval()
+
+
+def _batch():
+    from audiocraft.modules.conditioners import ConditioningAttributes
+
+    g = torch.Generator().manual_seed(1)
+    codes = torch.randint(0, 400, (2, 4, 40), generator=g)
+    attrs = [ConditioningAttributes(text={"description": "calm solo piano"}),
+             ConditioningAttributes(text={"description": "fast rock drums and guitar"})]
+    return codes, attrs
+
+
+def _logits(lm, batch):
+    with torch.no_grad():
+        return lm.compute_predictions(*batch).logits.nan_to_num()
+
+
+def _randomise_adapters(lm, seed=3):
+    # Fresh adapters have B = 0 (no effect): give them a real update so merging has something to prove.
+    g = torch.Generator().manual_seed(seed)
+    for name, p in lm.named_parameters():
+        if "lora_B" in name:
+            p.data.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def test_only_adapters_train_and_the_state_holds_only_them(lm_cfg):
+    from zalo_music.solvers.lora import LoraSettings, adapter_parameters, attach_lora
+
+    lm = _lm(lm_cfg)
+    total = sum(p.numel() for p in lm.parameters())
+    attach_lora(lm, LoraSettings(rank=4))
+    trainable = adapter_parameters(lm)
+    names = [n for n, p in lm.named_parameters() if p.requires_grad]
+    assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
+    # out_proj of self and cross attention, linear1, linear2 in each of the 2 xsmall layers
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in names} == {"out_proj", "linear1", "linear2"}
+    assert sum(p.numel() for p in trainable) < 0.05 * total
+    state = lm.state_dict()
+    assert state and all(".lora_" in k for k in state)
+
+
+def test_merged_logits_equal_unmerged_and_differ_from_base(lm_cfg):
+    from zalo_music.solvers.lora import LoraSettings, attach_lora
+
+    batch = _batch()
+    lm = _lm(lm_cfg)
+    base_logits = _logits(lm, batch)
+    tuner = attach_lora(lm, LoraSettings(rank=4, alpha=8))
+    assert torch.allclose(_logits(lm, batch), base_logits, atol=1e-6)  # B = 0 at init: no change yet
+    _randomise_adapters(lm)
+    unmerged = _logits(lm, batch)
+    assert (unmerged - base_logits).abs().max() > 1e-2
+    merged_lm = tuner.merge_and_unload()
+    assert not any("lora_" in k or "base_layer" in k for k in merged_lm.state_dict())
+    assert (_logits(merged_lm, batch) - unmerged).abs().max() < 1e-4
+
+
+def test_base_state_loads_by_plain_names_and_adapters_round_trip(lm_cfg):
+    from zalo_music.solvers.lora import LoraSettings, attach_lora
+
+    batch = _batch()
+    pretrained = _lm(lm_cfg, seed=7)
+    base_state = copy.deepcopy(pretrained.state_dict())
+    lm = _lm(lm_cfg, seed=0)
+    attach_lora(lm, LoraSettings(rank=4))
+    lm.load_state_dict(base_state)  # audiocraft's continue_from=//pretrained path: plain keys, no adapters
+    assert torch.allclose(_logits(lm, batch), _logits(pretrained, batch), atol=1e-6)
+    _randomise_adapters(lm)
+    adapters = copy.deepcopy(lm.state_dict())
+    expected = _logits(lm, batch)
+
+    resumed = _lm(lm_cfg, seed=0)
+    resumed.load_state_dict(base_state)  # the solver loads the base from continue_from ...
+    attach_lora(resumed, LoraSettings(rank=4))
+    resumed.load_state_dict(adapters)  # ... then the XP checkpoint's adapters
+    assert torch.allclose(_logits(resumed, batch), expected, atol=1e-6)
+    with pytest.raises(RuntimeError):  # a state with both kinds must match exactly
+        resumed.load_state_dict({**adapters, "transformer.layers.0.norm1.weight": torch.ones(64)}
+                                | {"bogus.weight": torch.ones(1)})
+
+
+def test_settings_refuse_what_cannot_work(lm_cfg):
+    from omegaconf import OmegaConf
+
+    from zalo_music.solvers.lora import LoraSettings, attach_lora
+
+    def settings(**kw):
+        block = {"rank": 4, "alpha": 16, "dropout": 0.0, "targets": ["out_proj"], **kw}
+        return LoraSettings.from_cfg(OmegaConf.create({"zalo": {"lora": block}}))
+
+    assert settings(rank=0) is None
+    with pytest.raises(ValueError, match="in-projection"):
+        settings(targets=["in_proj_weight"])
+    with pytest.raises(ValueError, match="dropout"):
+        settings(dropout=1.5)
+    from zalo_music.train import main
+
+    mha_cfg = main.get_xp(["solver=zalo/tiny"]).cfg  # torch nn.MultiheadAttention path
+    with pytest.raises(ValueError, match="custom=true"):
+        attach_lora(_lm(mha_cfg), LoraSettings(rank=4))
+    with pytest.raises(ValueError, match="match no module"):
+        attach_lora(_lm(lm_cfg), LoraSettings(rank=4, targets=("nothing",)))
