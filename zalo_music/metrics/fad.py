@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import typing as tp
+import warnings
 
 import numpy as np
 from scipy import linalg
@@ -92,8 +93,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def _sqrtm(m: np.ndarray) -> np.ndarray:
-    # scipy >= 1.10 dropped `disp`; errors come back as NaN/inf entries, which the caller handles.
-    with np.errstate(all="ignore"):
+    # scipy >= 1.10 dropped `disp`; errors come back as NaN/inf entries, which the caller handles (ridge), so
+    # scipy's "singular matrix" warning is expected here (N < dim) and silenced.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
         try:
             return linalg.sqrtm(m)
         except (ValueError, np.linalg.LinAlgError):
@@ -207,11 +210,11 @@ def fad_infinity(gen_emb: np.ndarray, ref: GaussianStats, sizes: tp.Sequence[int
     ss_res = float(((np.asarray(fads) - pred) ** 2).sum())
     ss_tot = float(((np.asarray(fads) - np.mean(fads)) ** 2).sum())
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    warnings = []
+    notes = []
     if min(sizes) < dim:
-        warnings.append(f"FAD-inf: the smallest subset ({min(sizes)}) is below the embedding dimension ({dim}): "
+        notes.append(f"FAD-inf: the smallest subset ({min(sizes)}) is below the embedding dimension ({dim}): "
                         "those FADs come from rank-deficient covariances and the 1/N fit is less reliable; "
                         f"use at least {dim} clips per subset (more generated clips) where you can")
-        logger.warning(warnings[-1])
+        logger.warning(notes[-1])
     return {"fad_inf": float(a), "slope": float(b), "r2": r2, "sizes": sizes, "fads": fads, "method": method,
-            "warnings": warnings}
+            "warnings": notes}
