@@ -13,6 +13,7 @@ import logging
 import math
 import typing as tp
 
+import flashy
 import torch
 
 from zalo_music.tokens.dataset import TokenBatch, build_token_loaders
@@ -57,8 +58,16 @@ class TokenDataMixin:
                                       self.model.special_token_id)
         self.dataloaders.update(loaders)
         self.token_cache = folder
+        # With several ranks flashy wraps the valid set in a per-rank `Subset` (and train may be a random
+        # subset): unwrap to reach the cache split.
+        train_set, valid_set = (_cache_dataset(loaders[s]) for s in ("train", "valid"))
         logger.info("training from tokens: %s (train %d, valid %d clips); evaluate/generate read audio",
-                    folder, len(loaders["train"].dataset.codes), len(loaders["valid"].dataset.codes))
+                    folder, len(train_set.codes), len(valid_set.codes))
+        if flashy.distrib.world_size() > 1:
+            logger.info("token loaders of rank %d/%d: train %s over %d items, valid %d of %d items",
+                        flashy.distrib.rank(), flashy.distrib.world_size(),
+                        type(loaders["train"].sampler).__name__, len(loaders["train"].dataset),
+                        len(loaders["valid"].dataset), len(valid_set))
 
     def _prepare_tokens_and_attributes(self, batch: tp.Any, check_synchronization_points: bool = False
                                        ) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -85,3 +94,11 @@ class TokenDataMixin:
                 padding_mask[i, :, valid:] = False
             codes = codes.masked_fill(~padding_mask, special)
         return condition_tensors, codes, padding_mask
+
+
+def _cache_dataset(loader: tp.Any) -> tp.Any:
+    """The `TokenMusicDataset` under a loader's (nested) `Subset` wrappers."""
+    dataset = loader.dataset
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return dataset

@@ -4,15 +4,23 @@
   lr schedule is built for, and stepped at, optimizer steps. audiocraft's `run_step` steps every batch.
 - `zalo.tune_text: true` — only the conditioning projection (`condition_provider.*.output_proj`) trains;
   every other LM weight is frozen (requires_grad False) and left out of the optimizer.
+
+With several ranks (`dora run -d`), every train stage ends with a check that all ranks hold the same weights
+(a fingerprint of the LM's parameters, logged per rank and compared across ranks): a gradient that was not
+synchronised fails the run at the end of the epoch instead of silently training diverging copies.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import typing as tp
 
 import flashy
 import torch
 from audiocraft.solvers import builders
+
+logger = logging.getLogger(__name__)
 
 
 class TrainerOptionsMixin:
@@ -29,6 +37,10 @@ class TrainerOptionsMixin:
         return int(self.cfg.get("zalo", {}).get("grad_acc", 1) or 1)
 
     def build_model(self) -> None:
+        if self.grad_acc > 1 and self.cfg.fsdp.use:
+            # The accumulation step below averages gradients with flashy's `sync_model`; FSDP shards them.
+            raise ValueError(f"zalo.grad_acc={self.grad_acc} does not support fsdp.use=true: use zalo.grad_acc=1 "
+                             "with FSDP (a larger dataset.batch_size over more GPUs), or fsdp.use=false")
         super().build_model()  # type: ignore[misc]
         zcfg = self.cfg.get("zalo", {})
         rebuild = False
@@ -47,6 +59,11 @@ class TrainerOptionsMixin:
             self.lr_scheduler = builders.get_lr_scheduler(self.optimizer, self.cfg.schedule, total)
         self.optimizer_steps = 0
         self._micro_batches = 0
+
+    def train(self) -> dict:
+        metrics = super().train()  # type: ignore[misc]
+        check_ranks_agree(self.model, f"train epoch {self.epoch}")  # type: ignore[attr-defined]
+        return metrics
 
     def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
         if not self.is_training or self.grad_acc == 1:  # type: ignore[attr-defined]
@@ -89,3 +106,42 @@ class TrainerOptionsMixin:
             metrics[f"ce_q{k + 1}"] = ce_q
             metrics[f"ppl_q{k + 1}"] = torch.exp(ce_q)
         return metrics
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A short digest of a state dict (per tensor, in key order: float64 sum and sum of squares).
+
+    Identical weights give identical digests on every rank of one device type; any difference shows. A
+    checkpoint's `model` state gives the digest the ranks logged when it was saved.
+
+    Args:
+        state: a state dict, e.g. `model.state_dict()`.
+    """
+    with torch.no_grad():
+        stats = torch.stack([torch.stack([t.detach().double().sum(), t.detach().double().square().sum()])
+                             for _, t in sorted(state.items())]).cpu()
+    return hashlib.sha1(stats.numpy().tobytes()).hexdigest()[:16]
+
+
+def check_ranks_agree(model: torch.nn.Module, when: str) -> str:
+    """Log this rank's weights fingerprint and, with several ranks, fail unless every rank has the same one.
+
+    Args:
+        model: the trained model.
+        when: what just ran (for the log and the error).
+    Returns:
+        This rank's fingerprint.
+    Raises:
+        RuntimeError: ranks hold different weights (gradients or buffers were not synchronised).
+    """
+    mine = weights_fingerprint(model.state_dict())
+    world = flashy.distrib.world_size()
+    if world <= 1:
+        return mine
+    everyone: list = [None] * world
+    torch.distributed.all_gather_object(everyone, mine)
+    logger.info("rank %d/%d weights fingerprint after %s: %s", flashy.distrib.rank(), world, when, mine)
+    if len(set(everyone)) != 1:
+        raise RuntimeError(f"ranks hold different weights after {when} (fingerprints by rank: {everyone}): "
+                           "gradients were not averaged across ranks; this is a bug, please report it")
+    return mine
