@@ -1,6 +1,8 @@
 """Every workaround for an upstream problem lives here, each naming the upstream file and why.
 
-`apply()` is idempotent and runs when `zalo_music` is imported, before audiocraft is.
+`apply()` is idempotent and runs when `zalo_music` is imported, before audiocraft is. The torch patches
+(checkpoint allow-list, safe loading) are applied as soon as torch is imported, not before: importing torch
+costs ~600 MB of RSS that data commands do not need.
 """
 
 from __future__ import annotations
@@ -56,6 +58,57 @@ class _GuardedLoader(importlib.abc.Loader):
                 "Run once with hub access, or point HF_HOME at a cache that has them "
                 "(`zalo-music doctor` checks this)."
             ) from exc
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Run `callback()` right after module `name` is first imported (its import is left untouched otherwise).
+
+    Used for torch: the safe-loading patches need torch, but importing torch costs ~600 MB of RSS, which
+    commands that never load a checkpoint (prepare's workers, validate-submission) should not pay.
+    """
+
+    def __init__(self, name: str, callback: tp.Callable[[], None]) -> None:
+        self.name = name
+        self.callback = callback
+
+    def find_spec(self, fullname: str, path: tp.Any = None, target: tp.Any = None):
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _CallbackLoader(spec.loader, self.callback)
+                return spec
+        return None
+
+
+class _CallbackLoader(importlib.abc.Loader):
+    def __init__(self, inner: importlib.abc.Loader, callback: tp.Callable[[], None]) -> None:
+        self._inner = inner
+        self._callback = callback
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec):
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self._inner.exec_module(module)  # type: ignore[attr-defined]
+        sys.modules[module.__name__] = module  # the callback imports submodules of it
+        self._callback()
+
+
+def _torch_patches() -> None:
+    _allow_audiocraft_checkpoints()
+    _always_weights_only()
+
+
+def _when_torch_is_imported() -> None:
+    if "torch" in sys.modules:
+        _torch_patches()
+    elif not any(isinstance(f, _AfterImport) and f.name == "torch" for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport("torch", _torch_patches))
 
 
 def _guard_laion_clap_import() -> None:
@@ -199,6 +252,5 @@ def apply() -> None:
     if _APPLIED:
         return
     _guard_laion_clap_import()
-    _allow_audiocraft_checkpoints()
-    _always_weights_only()
+    _when_torch_is_imported()
     _APPLIED = True

@@ -241,6 +241,10 @@ def process_one(item: Item, flac: Path, sidecar_path: Path, sample_rate: int, cl
     if seconds < clip_seconds - MAX_PAD_SECONDS:
         return {"error": f"too short: {seconds:.2f}s < {clip_seconds - MAX_PAD_SECONDS:.2f}s "
                          "(truncated file? training on it would mean training on padding)"}
+    first_peak = float(np.abs(mono).max())
+    if first_peak > 1.0:  # scale before resampling: soxr works in float32, where +-3e38 overflows
+        notes.append(f"peak {first_peak:.3g} rescaled to 1.0")
+        mono = mono / first_peak
     if sr != sample_rate:
         import soxr
 
@@ -257,7 +261,7 @@ def process_one(item: Item, flac: Path, sidecar_path: Path, sample_rate: int, cl
         return {"error": "samples overflow after resampling (values near the float limit)"}
     if peak < 1e-4:
         return {"error": "silent (peak below -80 dBFS)"}
-    if peak > 1.0:
+    if peak > 1.0:  # resampling overshoot of a clip that was already near full scale
         notes.append(f"peak {peak:.3g} rescaled to 1.0")
         mono = mono / peak
     mono = mono.astype(np.float32)
