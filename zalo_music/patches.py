@@ -196,12 +196,14 @@ def check_safe_loading() -> None:
 def workers_die_with_parent() -> None:
     """Give every torch DataLoader worker a parent-death signal (see `zalo_music.procutil`).
 
-    Upstream: torch's DataLoader workers (`torch/utils/data/_utils/worker.py`) notice a dead parent only by
-    polling; a worker busy or blocked when `dora run` is killed can stay behind, holding its copy of the
-    dataset (~1 GB each with audiocraft's loaders). audiocraft builds its loaders itself
+    Upstream: torch's DataLoader workers (`torch/utils/data/_utils/worker.py`) watch their *parent*, which
+    under audiocraft's `mp_start_method: forkserver` is the fork server, not `dora run`; the fork server was
+    seen outliving a killed `dora run`, so its workers stayed behind, each holding its copy of the dataset
+    (~1 GB each with audiocraft's loaders). audiocraft builds its loaders itself
     (`audiocraft/data/audio_dataset.py`), so the worker_init_fn is wrapped at the DataLoader class.
     """
     import functools
+    import os
 
     from torch.utils.data import DataLoader
 
@@ -213,10 +215,12 @@ def workers_die_with_parent() -> None:
 
     @functools.wraps(init)
     def __init__(self, *args: tp.Any, **kwargs: tp.Any) -> None:
+        owner = os.getpid()
         if len(args) > 10:  # worker_init_fn given positionally (after dataset ... timeout)
-            args = (*args[:10], functools.partial(dataloader_worker_init, args[10]), *args[11:])
+            args = (*args[:10], functools.partial(dataloader_worker_init, args[10], owner), *args[11:])
         else:
-            kwargs["worker_init_fn"] = functools.partial(dataloader_worker_init, kwargs.get("worker_init_fn"))
+            kwargs["worker_init_fn"] = functools.partial(dataloader_worker_init, kwargs.get("worker_init_fn"),
+                                                         owner)
         init(self, *args, **kwargs)
 
     __init__._zalo_patched = True  # type: ignore[attr-defined]

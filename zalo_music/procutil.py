@@ -69,17 +69,64 @@ def pool_initializer(parent_pid: int, inner: tp.Callable[..., tp.Any] | None = N
         inner(*args)
 
 
-def dataloader_worker_init(inner: tp.Callable[[int], tp.Any] | None, worker_id: int) -> None:
-    """`worker_init_fn` wrapper for torch DataLoaders: the worker is killed when its parent exits.
+def dataloader_worker_init(inner: tp.Callable[[int], tp.Any] | None, owner_pid: int, worker_id: int) -> None:
+    """`worker_init_fn` wrapper for torch DataLoaders: the worker ends when the training process does.
 
-    A DataLoader worker's parent is the training process (start method fork/spawn) or multiprocessing's
-    fork server (audiocraft's default `mp_start_method: forkserver`), which itself exits when the training
-    process dies; either way the worker follows.
+    A DataLoader worker's parent is the training process (start method fork/spawn) or multiprocessing's fork
+    server (audiocraft's default `mp_start_method: forkserver`), which can outlive a killed training process.
+    So the worker gets a parent-death signal *and* a watcher thread that exits the worker once `owner_pid`
+    (the process that built the DataLoader) is gone, including when it died while this worker was still
+    starting (importing torch takes seconds).
 
     Args:
         inner: the DataLoader's own `worker_init_fn`, if any.
+        owner_pid: pid of the process that created the DataLoader.
         worker_id: passed by torch.
     """
+    import threading
+    import time
+
     die_with_parent(signal.SIGKILL)
+
+    def watch() -> None:
+        while True:
+            if not _pid_alive(owner_pid):
+                os._exit(1)  # nobody will read this worker's batches any more
+            time.sleep(1.0)
+
+    if not _pid_alive(owner_pid):
+        os._exit(1)
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
     if inner is not None:
         inner(worker_id)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (dead, not yet reaped by its own parent) counts as dead
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM handler that unwinds the stack instead of ending the process on the spot.
+
+    Python's default SIGTERM action kills the process without running `finally` blocks or destructors, so
+    torch DataLoader iterators never stop their workers. Raising SystemExit lets them shut down, then the
+    process exits with the conventional status 128 + 15. Install with `signal.signal(SIGTERM, exit_on_sigterm)`.
+
+    Args:
+        signum: the signal number.
+        frame: unused.
+    """
+    import logging
+
+    logging.getLogger(__name__).warning("SIGTERM received: stopping cleanly")
+    sys.exit(128 + signum)

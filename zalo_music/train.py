@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import warnings
 
 import zalo_music  # noqa: F401  (environment + upstream patches before audiocraft is imported)
@@ -32,22 +31,15 @@ registry.install()
 warnings.filterwarnings("ignore", message=r".*version_base.*", category=UserWarning)
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # Python's default SIGTERM action ends the process on the spot, without unwinding: the DataLoader
-    # iterators never run their shutdown, and their workers stay behind. Raising here unwinds the stack
-    # (the iterators stop their workers), then the process exits with the conventional 128 + 15.
-    logger.warning("SIGTERM received: stopping (the XP resumes from its last checkpoint with `dora run`)")
-    sys.exit(128 + signum)
-
-
 @hydra_main(config_path=os.path.relpath(CONFIG_DIR, os.path.dirname(__file__)), config_name="config",
             version_base="1.1")
 def main(cfg):
     from zalo_music.patches import workers_die_with_parent
+    from zalo_music.procutil import exit_on_sigterm
 
     # DataLoader workers never outlive this process: SIGTERM unwinds cleanly, and each worker also gets a
     # parent-death signal, so that even kill -9 of `dora run` leaves none behind.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # the XP resumes from its checkpoint
     workers_die_with_parent()
     ac_train.init_seed_and_system(cfg)
     log_name = f"{cfg.execute_only}.log.{{rank}}" if cfg.execute_only else "solver.log.{rank}"
