@@ -30,20 +30,40 @@ def _params(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def t5_base_config(depth: int | None = None):
+    """t5-base's config (12 + 12 layers, d_model 768, 32,128 embeddings), with `depth` layers per stack."""
+    from transformers import T5Config
+
+    layers = _layers(12, depth)
+    return T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=layers,
+                    num_decoder_layers=layers, num_heads=12, relative_attention_num_buckets=32,
+                    dropout_rate=0.1, layer_norm_epsilon=1e-6, initializer_factor=1.0,
+                    feed_forward_proj="relu", is_encoder_decoder=True, pad_token_id=0, eos_token_id=1,
+                    decoder_start_token_id=0, n_positions=512, architectures=["T5ForConditionalGeneration"])
+
+
+def roberta_base_config(depth: int | None = None):
+    """roberta-base's config (12 layers, hidden 768, 50,265 embeddings, 514 positions), `depth` layers."""
+    from transformers import RobertaConfig
+
+    from .vocabularies import ROBERTA_VOCAB
+
+    return RobertaConfig(vocab_size=ROBERTA_VOCAB, hidden_size=768, num_hidden_layers=_layers(12, depth),
+                         num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
+                         max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
+                         pad_token_id=1, bos_token_id=0, eos_token_id=2, architectures=["RobertaForMaskedLM"])
+
+
 def write_t5_base(snap: Path, depth: int | None, seed: int, texts: list[str]) -> dict:
     """t5-base: T5ForConditionalGeneration with t5-base's config, safetensors weights, sentencepiece tokenizer."""
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
     from .vocabularies import write_t5_sentencepiece
 
     learned = write_t5_sentencepiece(snap, texts)
-    layers = _layers(12, depth)
-    config = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=layers,
-                      num_decoder_layers=layers, num_heads=12, relative_attention_num_buckets=32,
-                      dropout_rate=0.1, layer_norm_epsilon=1e-6, initializer_factor=1.0,
-                      feed_forward_proj="relu", is_encoder_decoder=True, pad_token_id=0, eos_token_id=1,
-                      decoder_start_token_id=0, n_positions=512, architectures=["T5ForConditionalGeneration"])
+    config = t5_base_config(depth)
+    layers = config.num_layers
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config).eval()
     model.save_pretrained(snap, safe_serialization=True)
@@ -53,16 +73,13 @@ def write_t5_base(snap: Path, depth: int | None, seed: int, texts: list[str]) ->
 def write_roberta_base(snap: Path, depth: int | None, seed: int, texts: list[str]) -> dict:
     """roberta-base: RobertaForMaskedLM with roberta-base's config and a byte-level BPE padded to 50,265."""
     import torch
-    from transformers import RobertaConfig, RobertaForMaskedLM
+    from transformers import RobertaForMaskedLM
 
-    from .vocabularies import ROBERTA_VOCAB, write_byte_level_bpe
+    from .vocabularies import write_byte_level_bpe
 
     learned = write_byte_level_bpe(snap, texts, "RobertaTokenizer")
-    layers = _layers(12, depth)
-    config = RobertaConfig(vocab_size=ROBERTA_VOCAB, hidden_size=768, num_hidden_layers=layers,
-                           num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
-                           max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
-                           pad_token_id=1, bos_token_id=0, eos_token_id=2, architectures=["RobertaForMaskedLM"])
+    config = roberta_base_config(depth)
+    layers = config.num_hidden_layers
     torch.manual_seed(seed)
     model = RobertaForMaskedLM(config).eval()
     model.save_pretrained(snap, safe_serialization=True)
