@@ -1,8 +1,12 @@
 """`zalo-music export`: an XP -> a folder that `MusicGen.get_pretrained(folder)` loads.
 
 The folder holds `state_dict.bin` (the LM's best state + the XP config, no optimizer: audiocraft's own
-`export_lm`), `compression_state_dict.bin` (a reference to a hub codec, or the full state of the codec the XP
-used when it is not on the hub) and `zalo_export.json` (provenance: signature, epoch, metrics).
+`export_lm`'s layout), `compression_state_dict.bin` (a reference to a hub codec, or the full state of the codec the
+XP used when it is not on the hub) and `zalo_export.json` (provenance: signature, epoch, metrics).
+
+Memory: the XP checkpoint is opened memory-mapped (`torch.load(mmap=True, weights_only=True)`), so only the
+best state is ever read from disk; the current weights and the optimizer state (AdamW: two more copies of the
+model) stay in the file. Peak RAM is about the size of the LM's best state plus the Python/torch baseline.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import env
+from .fileio import atomic_path
 
 DEBUG_CODEC = "debug_compression_model"
 
@@ -80,6 +85,51 @@ def _export_codec(cfg, out_file: Path) -> None:
         export_pretrained_compression_model(name, out_file)
 
 
+def open_checkpoint(path: str | Path) -> dict:
+    """An XP checkpoint whose tensors stay on disk until read (memory-mapped, safe loader).
+
+    Args:
+        path: `checkpoint.th` of an XP (torch's zip format, which every audiocraft checkpoint is).
+    Raises:
+        ValueError: the file is not in torch's zip format (cannot be memory-mapped), naming it.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        raise ValueError(f"{path} cannot be memory-mapped ({exc}): it was not written by torch.save's zip "
+                         "format; re-save it with torch.save(torch.load(path), path)") from exc
+
+
+def export_lm_state(pkg: dict, out_file: str | Path, source: str | Path = "checkpoint") -> Path:
+    """Write the LM release package of an opened XP checkpoint, atomically.
+
+    Same package as audiocraft's `audiocraft/utils/export.py:export_lm` (`best_state` = the best model state,
+    `xp.cfg` as YAML, `version`, `exported`), which `MusicGen.get_pretrained` reads; `export_lm` itself
+    `torch.load`s the whole training checkpoint (optimizer state included) into RAM, this reads only the best
+    state from `pkg` (from `open_checkpoint`). `tests/test_export_memory.py` checks both give the same package.
+
+    Args:
+        pkg: the checkpoint, as `open_checkpoint` returns it.
+        out_file: destination (`state_dict.bin`).
+        source: the checkpoint's path, for error messages.
+    Raises:
+        ValueError: the checkpoint has no best model state.
+    """
+    from audiocraft import __version__
+
+    best = pkg.get("fsdp_best_state") or pkg.get("best_state")
+    if not best or "model" not in best:
+        raise ValueError(f"{source} has no best model state (best_state.model): it is not a finished training "
+                         "checkpoint of a MusicGen XP; train at least one epoch, then export")
+    new_pkg = {"best_state": best["model"], "xp.cfg": OmegaConf.to_yaml(pkg["xp.cfg"]),
+               "version": __version__, "exported": True}
+    with atomic_path(out_file) as tmp:
+        torch.save(new_pkg, tmp)
+    return Path(out_file)
+
+
 def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False) -> Path:
     """Export an XP's best state into `out_dir`, atomically.
 
@@ -90,8 +140,6 @@ def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False) -> Path
     Returns:
         The export folder.
     """
-    from audiocraft.utils.export import export_lm
-
     folder = resolve_xp_folder(ref)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not force:
@@ -99,13 +147,14 @@ def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False) -> Path
         if meta.is_file() and json.loads(meta.read_text()).get("sig") == folder.name:
             return out  # already exported: exports are immutable snapshots of a finished best state
         raise FileExistsError(f"{out} exists and is not an export of {folder.name}: pick another folder or --force")
-    pkg = torch.load(folder / "checkpoint.th", map_location="cpu", weights_only=True)
+    # Memory-mapped: the optimizer state and the current weights are never read (see the module docstring).
+    pkg = open_checkpoint(folder / "checkpoint.th")
     cfg = pkg["xp.cfg"]
     history = pkg.get("history", [])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        export_lm(folder / "checkpoint.th", tmp / "state_dict.bin")
+        export_lm_state(pkg, tmp / "state_dict.bin", folder / "checkpoint.th")
         _export_codec(cfg, tmp / "compression_state_dict.bin")
         valid = [h.get("valid", {}) for h in history if "valid" in h]
         meta = {"sig": folder.name, "xp_folder": str(folder), "epochs": len(history),
