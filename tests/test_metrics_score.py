@@ -167,3 +167,14 @@ def test_score_exit_status_and_extra_files(tmp_path, tone_clap, capsys):
     assert args.func(args) == 0
     assert re.search(r"^score: 4 of 5 clips scored, 1 missing, 1 extra files ignored; CLAP", capsys.readouterr().out,
                      re.M)
+
+
+def test_embedding_pass_shows_a_progress_bar_with_eta(tmp_path, tone_clap, capsys):
+    from zalo_music.metrics.evaluator import embed_files
+
+    tones = _write_tones(tmp_path / "clips", 7)
+    emb, infos, failed = embed_files(tone_clap, sorted((tmp_path / "clips").iterdir()), batch_size=3,
+                                     progress=True, desc="CLAP: scored clips")
+    err = capsys.readouterr().err
+    assert emb.shape == (7, len(TONES)) and not failed and len(infos) == len(tones)
+    assert "CLAP: scored clips" in err and "7/7" in err and "<" in err  # tqdm: done/total [elapsed<remaining]

@@ -229,7 +229,9 @@ def load_clap_checkpoint(path: str | os.PathLike) -> tp.Any:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         reason = f"{type(exc).__name__}: {first_line[:300]}"
         safe_exc = exc
-    digest = file_sha256(path)
+    # Hash the bytes now, not from the (path, size, mtime) memo: a file swapped in place with the same size and
+    # mtime must not inherit the official file's trust.
+    digest = file_sha256(path, use_cache=False)
     if digest in OFFICIAL_CHECKPOINTS:
         logger.warning("CLAP checkpoint %s is the official %s (sha256 %s, pinned) but torch's safe loader refuses "
                        "it (%s): loading it with a full unpickle because its hash is pinned", path,
