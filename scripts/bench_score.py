@@ -1,6 +1,9 @@
-"""Benchmark `zalo-music score`: batched vs one-clip-at-a-time CLAP embedding, cached vs recomputed FAD stats.
+"""Benchmark `zalo-music score`: batched vs one-clip-at-a-time CLAP embedding, cached vs recomputed FAD stats,
+the content hashing of a reference set, and the memory of scoring a very long clip.
 
     .venv/bin/python scripts/bench_score.py --n 1000 --n-single 100 --n-ref 200 --standin
+    .venv/bin/python scripts/bench_score.py --hash-only --hash-files 10000 --hash-kb 160
+    .venv/bin/python scripts/bench_score.py --long-only --long-hours 3
 
 Synthetic clips (short decaying tones + noise, 16 kHz MP3) named like Zalo ids; every clip becomes one
 deterministic 10-s 48 kHz CLAP window whatever its length, so the per-clip CLAP cost does not depend on it.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -55,7 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--standin", action="store_true", help="random HTSAT-tiny CLAP + stand-in HF cache (offline)")
     p.add_argument("--clap-checkpoint", default=None, help="real laion-clap checkpoint (without --standin)")
     p.add_argument("--clap-model", default="HTSAT-base", help="audio tower of --clap-checkpoint")
+    p.add_argument("--hash-only", action="store_true", help="only measure reference content hashing")
+    p.add_argument("--hash-files", type=int, default=10_000, help="files hashed by --hash-only")
+    p.add_argument("--hash-kb", type=int, default=160, help="size of each hashed file (a 10-s 128 kbps MP3)")
+    p.add_argument("--long-only", action="store_true", help="only measure peak RSS of one very long clip")
+    p.add_argument("--long-hours", type=float, default=3.0, help="length of the long clip (16 kHz mono MP3)")
     args = p.parse_args(argv)
+    if args.hash_only:
+        print(json.dumps(bench_hashing(args.hash_files, args.hash_kb)))
+        return 0
+    if args.long_only:
+        print(json.dumps(bench_long_clip(args.long_hours)))
+        return 0
 
     ckpt, model = args.clap_checkpoint, args.clap_model
     if args.standin:
@@ -91,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def ref(cache: str | None):
         t0 = time.perf_counter()
-        stats, hit = reference_stats(root / "ref", lambda f: embed_files(embedder, f)[0], embedder.identity, cache)
+        def embed(files):
+            emb, _, failed = embed_files(embedder, files)
+            return emb, failed
+
+        stats, hit, _ = reference_stats(root / "ref", embed, embedder.identity, cache)
         return stats, hit, time.perf_counter() - t0
 
     fresh, _, recomputed_s = ref(None)
@@ -113,6 +132,69 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(figures))
     return 0
+
+
+def bench_hashing(n: int, kb: int) -> dict:
+    """Time the reference cache key (sha256 of every file's bytes) on `n` files of `kb` KiB.
+
+    Files are random bytes (hashing cost does not depend on content). "warm": just written, in the page cache,
+    the usual case for a reference read every evaluation; cold-cache reads add the disk's read time.
+    """
+    import os
+
+    from zalo_music.metrics.reference import reference_files
+
+    root = Path(tempfile.mkdtemp(prefix="zalo-bench-hash-"))
+    folder = root / "ref"
+    folder.mkdir()
+    rng = os.urandom
+    for i in range(n):
+        (folder / f"{i:06d}.mp3").write_bytes(rng(kb * 1024))
+    try:
+        t = time.perf_counter()
+        files, _ = reference_files(folder)
+        warm = time.perf_counter() - t
+    finally:
+        shutil.rmtree(root)
+    return {"files": len(files), "kb_each": kb, "total_mb": round(n * kb / 1024, 1), "hash_s_warm": round(warm, 2),
+            "mb_per_s": round(n * kb / 1024 / warm, 1)}
+
+
+def bench_long_clip(hours: float) -> dict:
+    """Peak RSS of taking the CLAP window of one `hours`-long 16 kHz mono MP3, vs a 10-s clip, in fresh processes."""
+    import subprocess
+
+    import numpy as np
+    import soundfile as sf
+
+    root = Path(tempfile.mkdtemp(prefix="zalo-bench-long-"))
+    sr = 16_000
+    minute = (0.3 * np.sin(2 * np.pi * 440 * np.arange(60 * sr) / sr)).astype(np.float32)
+    long_path, short_path = root / "long.mp3", root / "short.mp3"
+    t = time.perf_counter()
+    with sf.SoundFile(long_path, "w", samplerate=sr, channels=1, format="MP3") as f:
+        for _ in range(int(round(hours * 60))):
+            f.write(minute)
+    write_s = time.perf_counter() - t
+    sf.write(short_path, minute[: 10 * sr], sr, format="MP3")
+    code = ("import resource, sys, time; from zalo_music.metrics.audio import load_clip_window; t = time.perf_counter(); "
+            "w, info = load_clip_window(sys.argv[1]); dt = time.perf_counter() - t; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, round(dt, 3), round(info.duration))")
+
+    def run(path: Path) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent)
+        return out.stdout.split()
+
+    try:
+        long_rss, long_s, long_dur = run(long_path)
+        short_rss, short_s, _ = run(short_path)
+        size_mb = round(long_path.stat().st_size / 2**20, 1)
+    finally:
+        shutil.rmtree(root)
+    return {"hours": hours, "file_mb": size_mb, "write_s": round(write_s, 1),
+            "duration_s": int(long_dur), "peak_rss_mb_long": int(long_rss), "peak_rss_mb_10s": int(short_rss),
+            "window_s_long": float(long_s), "window_s_10s": float(short_s)}
 
 
 if __name__ == "__main__":
