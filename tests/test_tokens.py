@@ -113,6 +113,42 @@ def test_stale_cache_is_refused(token_cache: dict, work_root: Path):
         tokenize([*TOKEN_ARGV, "seed=1"], out=other_root, quiet=True)
 
 
+def test_damaged_shard_is_encoded_again_on_resume(token_cache: dict, tmp_path: Path):
+    """A finished cache whose shard was truncated since: the rerun re-encodes that shard (same codes), only it."""
+    import shutil
+
+    from zalo_music.tokens.encode import tokenize
+
+    src = Path(token_cache["cache"])
+    root = tmp_path / "tokens"
+    copy = root / src.parent.name / src.name
+    shutil.copytree(src, copy)
+    shard = copy / "train" / "shard-00000.npy"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    again = tokenize(TOKEN_ARGV, out=root, quiet=True)
+    assert again["cache"] == str(copy)
+    train_rows = json.loads((copy / "train" / "index.json").read_text())["rows"]
+    assert again["splits"]["train"]["encoded"] == len(train_rows)  # the damaged (only) train shard
+    assert again["splits"]["valid"]["encoded"] == 0
+    assert np.array_equal(np.load(shard), np.load(src / "train" / "shard-00000.npy"))
+
+
+def test_shard_that_does_not_read_back_is_never_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from zalo_music.tokens import store
+
+    real_save = np.save
+
+    def short_save(f, arr):  # a write that loses its tail (disk full, failing device)
+        real_save(f, arr)
+        f.truncate(f.tell() - 64)
+
+    monkeypatch.setattr(np, "save", short_save)
+    codes = [np.arange(40, dtype=np.int64).reshape(4, 10) % 7]
+    with pytest.raises(OSError, match="does not read back"):
+        store.write_shard(tmp_path, 0, codes, [{"path": "a.flac", "frames": 10}])
+    assert list(tmp_path.iterdir()) == []  # neither the shard nor its completion marker
+
+
 def test_loop_tiling_matches_encoding_the_loop_up_to_seams(token_cache: dict):
     """The 30-s loop in token space (codes tiled 3x) vs encoding the looped audio: differences stay at seams."""
     from zalo_music.tokens.encode import compose_config, load_codec

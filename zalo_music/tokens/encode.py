@@ -168,8 +168,12 @@ def tokenize(overrides: tp.Sequence[str], dataset: str | None = None, out: str |
         done_rows = store.read_index(split_dir)
         paths = [r["path"] for r in rows]
         if done_rows is not None and [r["path"] for r in done_rows] == paths:
-            summary["splits"][split] = {"clips": len(rows), "encoded": 0, "cached": len(rows)}
-            continue
+            problems = store.split_problems(split_dir, done_rows)
+            if not problems:
+                summary["splits"][split] = {"clips": len(rows), "encoded": 0, "cached": len(rows)}
+                continue
+            # A finished split whose shard was damaged since: the shard loop below re-encodes only that shard.
+            logger.warning("token cache %s: %s; re-checking every shard", split_dir, "; ".join(problems))
         n_shards = (len(rows) + shard_size - 1) // shard_size
         encoded = cached = 0
         with tqdm(total=len(rows), desc=f"tokenize {dataset_name(cfg)}/{split}", unit="clip",

@@ -9,12 +9,15 @@ Layout of one cache (`<root>/<dataset>/<codec-slug>-<key-hash>/`):
     <split>/index.json            every row of the split, in manifest order (written once all shards exist)
 
 Every file is written atomically (temporary file + rename), so an interrupted `tokenize` leaves only whole
-shards behind, and a rerun skips them.
+shards behind, and a rerun skips them. A shard is read back and compared before its rename (a full disk or a
+failing write never becomes a committed shard), and a rerun re-checks every existing shard cheaply (header,
+shape, file size against its rows) and encodes a damaged one again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import typing as tp
 from pathlib import Path
 
@@ -22,6 +25,7 @@ import numpy as np
 
 from ..fileio import atomic_path, write_json
 
+logger = logging.getLogger(__name__)
 PAD = -1  # int16 filler beyond a row's frames (never a code: codes are in [0, cardinality))
 
 
@@ -46,14 +50,54 @@ def write_shard(folder: Path, i: int, codes: list[np.ndarray], rows: list[dict])
         if int(c.max()) >= 2**15:
             raise ValueError(f"code {int(c.max())} does not fit int16 (codebook larger than 32767 entries)")
         arr[j, :, :c.shape[-1]] = c
-    with atomic_path(folder / f"{shard_name(i)}.npy") as tmp:
+    with atomic_path(folder / f"{shard_name(i)}.npy", verify=lambda p: _verify_written(p, arr)) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, arr)
     write_json(folder / f"{shard_name(i)}.json", {"rows": rows}, indent=None)
 
 
+def _verify_written(path: Path, arr: np.ndarray) -> None:
+    # Before the rename: the file must read back as exactly the codes (shards are a few MB: a full compare).
+    try:
+        back = np.load(path, mmap_mode="r")
+        same = back.dtype == arr.dtype and back.shape == arr.shape and np.array_equal(back, arr)
+    except (OSError, ValueError) as exc:
+        raise OSError(f"token shard {path} does not read back ({exc}): disk full or failing? Free space and rerun "
+                      "`zalo-music tokenize`; finished shards are kept") from exc
+    if not same:
+        raise OSError(f"token shard {path} reads back different codes than were written: check the disk, then "
+                      "rerun `zalo-music tokenize`; finished shards are kept")
+
+
+def shard_problem(folder: Path, i: int, rows: list[dict]) -> str | None:
+    """Why committed shard `i` cannot serve `rows` (None when it can): cheap checks, no code is read.
+
+    The `.npy` header must parse, the file must be as long as its header says (a memory map of a truncated file
+    fails), dtype int16, one row per index row, and room for each row's `frames`.
+
+    Args:
+        folder: the split folder.
+        i: shard number.
+        rows: the shard's index rows (with `frames`).
+    """
+    path = folder / f"{shard_name(i)}.npy"
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        return f"{path.name} is unreadable ({exc})"
+    if arr.dtype != np.int16 or arr.ndim != 3 or arr.shape[0] != len(rows):
+        return f"{path.name} holds {arr.dtype} {tuple(arr.shape)}, expected int16 [{len(rows)}, K, T]"
+    longest = max((int(r["frames"]) for r in rows), default=0)
+    if longest > arr.shape[2]:
+        return f"{path.name} has {arr.shape[2]} frames per row, its index says {longest}"
+    return None
+
+
 def shard_done(folder: Path, i: int, paths: list[str]) -> bool:
-    """Whether shard `i` exists, is complete, and holds exactly these audio paths (in order)."""
+    """Whether shard `i` exists, is complete and undamaged, and holds exactly these audio paths (in order).
+
+    A damaged shard (see `shard_problem`) is logged and reported as not done, so `tokenize` encodes it again.
+    """
     marker = folder / f"{shard_name(i)}.json"
     if not marker.is_file() or not (folder / f"{shard_name(i)}.npy").is_file():
         return False
@@ -61,7 +105,21 @@ def shard_done(folder: Path, i: int, paths: list[str]) -> bool:
         rows = json.loads(marker.read_text())["rows"]
     except (ValueError, KeyError):
         return False
-    return [r["path"] for r in rows] == paths
+    if [r["path"] for r in rows] != paths:
+        return False
+    problem = shard_problem(folder, i, rows)
+    if problem:
+        logger.warning("token cache %s: %s; encoding shard %d again", folder, problem, i)
+        return False
+    return True
+
+
+def split_problems(folder: Path, rows: list[dict]) -> list[str]:
+    """`shard_problem` of every shard of a finished split (`rows` from its `index.json`)."""
+    by_shard: dict[int, list[dict]] = {}
+    for r in rows:
+        by_shard.setdefault(int(r["shard"]), []).append(r)
+    return [p for i, rs in sorted(by_shard.items()) if (p := shard_problem(folder, i, rs))]
 
 
 def read_index(folder: Path) -> list[dict] | None:
