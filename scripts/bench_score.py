@@ -4,6 +4,7 @@ the content hashing of a reference set, and the memory of scoring a very long cl
     .venv/bin/python scripts/bench_score.py --n 1000 --n-single 100 --n-ref 200 --standin
     .venv/bin/python scripts/bench_score.py --hash-only --hash-files 10000 --hash-kb 160
     .venv/bin/python scripts/bench_score.py --long-only --long-hours 3
+    .venv/bin/python scripts/bench_score.py --rate-only --standin --clap-model HTSAT-base --n 16
 
 Synthetic clips (short decaying tones + noise, 16 kHz MP3) named like Zalo ids; every clip becomes one
 deterministic 10-s 48 kHz CLAP window whatever its length, so the per-clip CLAP cost does not depend on it.
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hash-kb", type=int, default=160, help="size of each hashed file (a 10-s 128 kbps MP3)")
     p.add_argument("--long-only", action="store_true", help="only measure peak RSS of one very long clip")
     p.add_argument("--long-hours", type=float, default=3.0, help="length of the long clip (16 kHz mono MP3)")
+    p.add_argument("--rate-only", action="store_true",
+                   help="only measure CLAP audio embedding throughput on --n 10-s clips (with --standin: a random "
+                        "checkpoint of --clap-model, HTSAT-base being the music checkpoint's tower)")
     args = p.parse_args(argv)
     if args.hash_only:
         print(json.dumps(bench_hashing(args.hash_files, args.hash_kb)))
@@ -76,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.standin:
         from tests import clap_fixture  # sets HF_HOME before transformers is imported
 
-        ckpt = str(clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / "clap_tiny_random.pt"))
-        model = "HTSAT-tiny"
+        model = args.clap_model if args.rate_only else "HTSAT-tiny"
+        ckpt = str(clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / f"clap_{model}_random.pt",
+                                                      amodel=model))
+    if args.rate_only:
+        print(json.dumps(bench_rate(ckpt, model, args.n, args.batch)))
+        return 0
     import numpy as np
 
     import zalo_music  # noqa: F401
@@ -132,6 +140,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(figures))
     return 0
+
+
+def bench_rate(ckpt: str, model: str, n: int, batch: int) -> dict:
+    """CLAP audio embedding throughput (decode + window + forward) on `n` synthetic 10-s clips."""
+    import zalo_music  # noqa: F401
+    from zalo_music.metrics.clap import ClapSpec, get_embedder
+    from zalo_music.metrics.evaluator import embed_files
+
+    root = Path(tempfile.mkdtemp(prefix="zalo-bench-rate-"))
+    try:
+        _write_clips(root, n, 10.0, seed=2)
+        files = sorted(root.iterdir())
+        embedder = get_embedder(ClapSpec(checkpoint=ckpt, amodel=model, batch_size=batch, download=False))
+        embed_files(embedder, files[:batch])  # warm-up
+        t = time.perf_counter()
+        embed_files(embedder, files)
+        dt = time.perf_counter() - t
+    finally:
+        shutil.rmtree(root)
+    return {"model": model, "n": n, "batch": batch, "s_per_clip": round(dt / n, 3),
+            "hours_for_10000": round(dt / n * 10_000 / 3600, 2)}
 
 
 def bench_hashing(n: int, kb: int) -> dict:
