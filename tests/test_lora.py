@@ -123,3 +123,70 @@ def test_settings_refuse_what_cannot_work(lm_cfg):
         attach_lora(_lm(mha_cfg), LoraSettings(rank=4))
     with pytest.raises(ValueError, match="match no module"):
         attach_lora(_lm(lm_cfg), LoraSettings(rank=4, targets=("nothing",)))
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_lora_xp_trains_resumes_and_exports_merged(demo_manifests, tmp_path):
+    """A LoRA XP through `dora run`: adapters only in its checkpoint, base untouched, resume, merged export."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import PROJECT, run_dora
+    from zalo_music import env
+    from zalo_music.export import export_xp
+    from zalo_music.solvers.lora import merged_lm_state
+    from zalo_music.train import main
+
+    common = ["solver=zalo/tiny", "dset=zalo/demo", "optim.updates_per_epoch=4", "transformer_lm.custom=true"]
+    base_argv = [*common, "optim.epochs=1"]
+    run_dora("run", *base_argv)
+    base_sig = main.get_xp(base_argv).sig
+    lora_argv = [*common, "optim.epochs=2", f"continue_from=//sig/{base_sig}", "zalo.lora.rank=4"]
+    sig = main.get_xp(lora_argv).sig
+    folder = env.dora_dir() / "xps" / sig
+
+    # Stop the XP with SIGTERM once its first epoch is committed, then rerun it: it must resume, not restart.
+    proc = subprocess.Popen([sys.executable, "-m", "dora", "-P", "zalo_music", "run", *lora_argv], cwd=PROJECT,
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        history = folder / "history.json"
+        if history.is_file() and history.read_text().strip() not in ("", "[]"):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    done_before = len(json.loads((folder / "history.json").read_text()))
+    assert done_before == 1
+    rerun = run_dora("run", *lora_argv)
+    assert "Loading existing checkpoint" in rerun.stdout + rerun.stderr
+    assert len(json.loads((folder / "history.json").read_text())) == 2
+
+    pkg = torch.load(folder / "checkpoint.th", map_location="cpu", weights_only=True)
+    assert pkg["model"] and all(".lora_" in k for k in pkg["model"])
+    assert all(".lora_" in k for k in pkg["best_state"]["model"])
+    base_ckpt = env.dora_dir() / "xps" / base_sig / "checkpoint.th"
+    ratio = (folder / "checkpoint.th").stat().st_size / base_ckpt.stat().st_size
+    assert ratio < 0.05, f"LoRA checkpoint is {ratio:.1%} of the full one"
+
+    base = torch.load(base_ckpt, map_location="cpu", weights_only=True)["best_state"]["model"]
+    merged = merged_lm_state(pkg)
+    assert merged.keys() == base.keys()
+    targeted = [k for k in base if k.endswith(("out_proj.weight", "linear1.weight", "linear2.weight"))]
+    assert targeted and all(not torch.equal(merged[k], base[k]) for k in targeted)
+    assert all(torch.equal(merged[k], base[k]) for k in base if k not in targeted)
+
+    export = export_xp(sig, tmp_path / "lora_export")
+    exported = torch.load(export / "state_dict.bin", map_location="cpu", weights_only=True)["best_state"]
+    assert exported.keys() == merged.keys() and all(torch.equal(exported[k], merged[k]) for k in merged)
+    from zalo_music.generate import load_model
+
+    model = load_model(str(export), device="cpu")
+    model.set_generation_params(duration=1.0)
+    wav = model.generate(["calm piano"])
+    assert wav.shape[-1] == model.sample_rate and torch.isfinite(wav).all()

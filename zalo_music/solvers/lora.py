@@ -214,9 +214,19 @@ class LoraMixin:
         logger.info("LoRA r=%d alpha=%g on %s: %d trainable of %d parameters (%.2f%%), base from %s",
                     settings.rank, settings.alpha, ",".join(settings.targets), sum(p.numel() for p in params),
                     total, 100 * sum(p.numel() for p in params) / max(total, 1), source)
+        # audiocraft registered the best state with the full weights' names; from now on it holds adapters.
+        self.best_state.update("model", self.stateful.sources["model"])  # type: ignore[attr-defined]
         self.optimizer = builders.get_optimizer(params, self.cfg.optim)
         self.lr_scheduler = builders.get_lr_scheduler(self.optimizer, self.cfg.schedule,
                                                       self.total_updates)  # type: ignore[attr-defined]
+
+    def load_state_dict(self, state: dict) -> None:
+        best = state.get("best_state", {}).get("model") if self.lora is not None else None
+        if best and any(not _is_adapter_key(k) for k in best):
+            # audiocraft hands over continue_from's full LM as the best state to start from: build_model already
+            # loaded it as the base, and the adapters start from their initialisation.
+            state = {**state, "best_state": {k: v for k, v in state["best_state"].items() if k != "model"}}
+        super().load_state_dict(state)  # type: ignore[misc]
 
 
 def merged_lm_state(pkg: dict) -> dict:
