@@ -64,18 +64,19 @@ def test_only_adapters_train_and_the_state_holds_only_them(lm_cfg):
 
 
 def test_merged_logits_equal_unmerged_and_differ_from_base(lm_cfg):
-    from zalo_music.solvers.lora import LoraSettings, attach_lora
+    from zalo_music.solvers.lora import LoraSettings, attach_lora, merge_lora
 
     batch = _batch()
     lm = _lm(lm_cfg)
+    base_keys = set(lm.state_dict())
     base_logits = _logits(lm, batch)
     tuner = attach_lora(lm, LoraSettings(rank=4, alpha=8))
     assert torch.allclose(_logits(lm, batch), base_logits, atol=1e-6)  # B = 0 at init: no change yet
     _randomise_adapters(lm)
     unmerged = _logits(lm, batch)
     assert (unmerged - base_logits).abs().max() > 1e-2
-    merged_lm = tuner.merge_and_unload()
-    assert not any("lora_" in k or "base_layer" in k for k in merged_lm.state_dict())
+    merged_lm = merge_lora(tuner)
+    assert set(merged_lm.state_dict()) == base_keys
     assert (_logits(merged_lm, batch) - unmerged).abs().max() < 1e-4
 
 
@@ -181,7 +182,10 @@ def test_lora_xp_trains_resumes_and_exports_merged(demo_manifests, tmp_path):
     assert targeted and all(not torch.equal(merged[k], base[k]) for k in targeted)
     assert all(torch.equal(merged[k], base[k]) for k in base if k not in targeted)
 
-    export = export_xp(sig, tmp_path / "lora_export")
+    export = export_xp(sig, tmp_path / "lora_export", keep_adapters=True)
+    adapters = torch.load(export / "lora_adapters.pt", map_location="cpu", weights_only=True)
+    assert adapters["lora"]["rank"] == 4 and adapters["base"] == f"//sig/{base_sig}"
+    assert adapters["adapters"].keys() == pkg["best_state"]["model"].keys()
     exported = torch.load(export / "state_dict.bin", map_location="cpu", weights_only=True)["best_state"]
     assert exported.keys() == merged.keys() and all(torch.equal(exported[k], merged[k]) for k in merged)
     from zalo_music.generate import load_model

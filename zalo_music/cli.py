@@ -116,7 +116,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_xp
 
-    out = export_xp(args.xp, args.out, force=args.force)
+    out = export_xp(args.xp, args.out, force=args.force, keep_adapters=args.keep_adapters)
     print(f"exported {args.xp} -> {out} (load with MusicGen.get_pretrained('{out}'))")
     return 0
 
@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("xp", help="signature, //sig/<S> or XP folder")
     e.add_argument("out", help="output folder")
     e.add_argument("--force", action="store_true", help="replace an existing, different export")
+    e.add_argument("--keep-adapters", action="store_true",
+                   help="LoRA XP: also write its adapters alone (lora_adapters.pt) beside the merged LM")
     e.set_defaults(func=_cmd_export)
 
     gn = sub.add_parser("generate", formatter_class=fmt,

@@ -123,20 +123,26 @@ def export_lm_state(pkg: dict, out_file: str | Path, source: str | Path = "check
     if not best or "model" not in best:
         raise ValueError(f"{source} has no best model state (best_state.model): it is not a finished training "
                          "checkpoint of a MusicGen XP; train at least one epoch, then export")
-    new_pkg = {"best_state": best["model"], "xp.cfg": OmegaConf.to_yaml(pkg["xp.cfg"]),
+    from .solvers.lora import is_lora_checkpoint, merged_lm_state
+
+    # A LoRA XP's best state holds adapters only: export the base (its continue_from) with them merged in.
+    state = merged_lm_state(pkg) if is_lora_checkpoint(pkg) else best["model"]
+    new_pkg = {"best_state": state, "xp.cfg": OmegaConf.to_yaml(pkg["xp.cfg"]),
                "version": __version__, "exported": True}
     with atomic_path(out_file) as tmp:
         torch.save(new_pkg, tmp)
     return Path(out_file)
 
 
-def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False) -> Path:
+def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False, keep_adapters: bool = False) -> Path:
     """Export an XP's best state into `out_dir`, atomically.
 
     Args:
         ref: signature, `//sig/<S>` or XP folder.
         out_dir: destination folder (created; refused if it exists and holds another export, unless `force`).
         force: replace an existing export.
+        keep_adapters: for a LoRA XP, also write its adapters alone (`lora_adapters.pt`, a few MB) beside the
+            merged LM.
     Returns:
         The export folder.
     """
@@ -156,6 +162,12 @@ def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False) -> Path
     try:
         export_lm_state(pkg, tmp / "state_dict.bin", folder / "checkpoint.th")
         _export_codec(cfg, tmp / "compression_state_dict.bin")
+        if keep_adapters:
+            from .solvers.lora import is_lora_checkpoint, save_adapters
+
+            if not is_lora_checkpoint(pkg):
+                raise ValueError(f"--keep-adapters: {folder.name} is not a LoRA XP (zalo.lora.rank is 0)")
+            save_adapters(pkg, tmp / "lora_adapters.pt")
         valid = [h.get("valid", {}) for h in history if "valid" in h]
         meta = {"sig": folder.name, "xp_folder": str(folder), "epochs": len(history),
                 "best_valid_ce": min((v["ce"] for v in valid if "ce" in v), default=None),

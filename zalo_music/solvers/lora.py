@@ -87,7 +87,7 @@ def attach_lora(lm: torch.nn.Module, settings: LoraSettings) -> tp.Any:
             `load_state_dict` with plain keys).
         settings: rank, alpha, dropout, targets.
     Returns:
-        The `peft.LoraModel` tuner (its `merge_and_unload()` gives the merged LM).
+        The `peft.LoraModel` tuner (`merge_lora(tuner)` gives the merged LM).
     Raises:
         ValueError: a target matches no `nn.Linear`, or the attention is `nn.MultiheadAttention` (audiocraft's
             non-custom path reads its weights directly, so adapters there would be silently ignored).
@@ -135,9 +135,24 @@ def _install_state_hooks(lm: torch.nn.Module) -> None:
         elif incoming.get("base") and not incoming.get("adapters"):
             incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not _is_adapter_key(k)]
 
-    lm.register_state_dict_post_hook(drop_base)
-    lm.register_load_state_dict_pre_hook(map_keys)
-    lm.register_load_state_dict_post_hook(allow_partial)
+    lm._zalo_lora_hooks = [lm.register_state_dict_post_hook(drop_base),  # type: ignore[assignment]
+                           lm.register_load_state_dict_pre_hook(map_keys),
+                           lm.register_load_state_dict_post_hook(allow_partial)]
+
+
+def merge_lora(tuner: tp.Any) -> torch.nn.Module:
+    """Fold the adapters into the base weights (W + alpha/r * B @ A) and return the plain LM.
+
+    Args:
+        tuner: what `attach_lora` returned.
+    Returns:
+        The LM, with audiocraft's own module structure and state dict names again.
+    """
+    lm = tuner.merge_and_unload()
+    for handle in getattr(lm, "_zalo_lora_hooks", []):
+        handle.remove()
+    lm._zalo_lora_hooks = []
+    return lm
 
 
 def load_base_weights(lm: torch.nn.Module, continue_from: str | None) -> str:
@@ -250,7 +265,7 @@ def merged_lm_state(pkg: dict) -> dict:
     load_base_weights(lm, cfg.continue_from)
     tuner = attach_lora(lm, settings)
     lm.load_state_dict(pkg["best_state"]["model"])
-    merged = tuner.merge_and_unload()
+    merged = merge_lora(tuner)
     return {k: v.detach().clone() for k, v in merged.state_dict().items()}
 
 
