@@ -44,7 +44,9 @@ class ToneClap:
     def embed_text(self, texts, batch_size: int | None = None) -> np.ndarray:
         out = np.full((len(texts), len(TONES)), 0.05)
         for i, t in enumerate(texts):
-            out[i, int(re.search(r"tone (\d+)", t).group(1))] = 1.0
+            found = re.search(r"tone (\d+)", t)
+            if found:  # else: no tone named, the flat vector
+                out[i, int(found.group(1))] = 1.0
         return 1.7 * out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
@@ -178,3 +180,42 @@ def test_embedding_pass_shows_a_progress_bar_with_eta(tmp_path, tone_clap, capsy
     err = capsys.readouterr().err
     assert emb.shape == (7, len(TONES)) and not failed and len(infos) == len(tones)
     assert "CLAP: scored clips" in err and "7/7" in err and "<" in err  # tqdm: done/total [elapsed<remaining]
+
+
+def test_evaluate_stage_applies_the_same_empty_description_rule(tmp_path, tone_clap):
+    """The solver's evaluate stage leaves out the items `score` leaves out, and counts them."""
+    import types
+
+    import omegaconf
+    import torch
+
+    from zalo_music.metrics.evaluator import ClasSettings
+    from zalo_music.metrics.solver_eval import evaluate_clas
+
+    sr = 16_000
+    _write_tones(tmp_path / "ref", 4)
+    t = torch.arange(2 * sr) / sr
+    batches = []
+    for b in range(2):
+        meta = []
+        for i in range(3):
+            k = (b * 3 + i) % len(TONES)
+            text = "  " if (b, i) == (1, 2) else f"a pure tone {k}"  # one empty description
+            meta.append(types.SimpleNamespace(description=text, seek_time=0.0,
+                                              meta=types.SimpleNamespace(path=f"clip{b}{i}.wav"), k=k))
+        batches.append((torch.zeros(3, 1, 2 * sr), meta))
+
+    def generate(batch, gen_duration, **kwargs):
+        _, meta = batch
+        return {"gen_audio": torch.stack([0.5 * torch.sin(2 * np.pi * TONES[m.k] * t)[None] for m in meta])}
+
+    cfg = omegaconf.OmegaConf.create({
+        "seed": 0, "sample_rate": sr, "device": "cpu", "evaluate": {"fixed_generation_duration": None},
+        "generate": {"audio": {"format": "wav", "strategy": "peak"}},
+        "datasource": {"evaluate": str(tmp_path / "ref")}, "zalo": {"eval": {"reference": None}}})
+    solver = types.SimpleNamespace(cfg=cfg, device="cpu", dataloaders={"evaluate": batches}, log_updates=1,
+                                   generation_params={}, run_generate_step=generate,
+                                   log_progress=lambda name, loader, total, updates: loader)
+    metrics = evaluate_clas(solver, ClasSettings(stats_cache=None))
+    assert metrics["n_items"] == 5 and metrics["n_empty_descriptions"] == 1
+    assert metrics["clap"] > 0.95  # the empty item was not scored against "" (or against a neighbour's text)

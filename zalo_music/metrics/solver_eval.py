@@ -89,7 +89,7 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
     normalize_kwargs = dict(cfg.generate.audio)
     normalize_kwargs.pop("format", None)
     items: list = []
-    n_empty = 0
+    empty_keys: list[str] = []
     loader = solver.dataloaders["evaluate"]
     lp = solver.log_progress("evaluate_clas inference", loader, total=len(loader), updates=solver.log_updates)
     # Own RNG stream: the same XP evaluates the same samples, and training's RNG state is left untouched.
@@ -102,7 +102,7 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
             wavs = gen["gen_audio"].detach().float().cpu()
             # Same rule as `score`: an item without a description is left out of CLAP and FAD (counted).
             keep = [i for i, m in enumerate(meta) if not is_empty_description(m.description)]
-            n_empty += len(meta) - len(keep)
+            empty_keys += [f"{m.meta.path}@{m.seek_time}" for i, m in enumerate(meta) if i not in keep]
             if not keep:
                 continue
             windows = [clap_window(normalize_audio(wavs[i], **normalize_kwargs), cfg.sample_rate)[0]
@@ -111,11 +111,12 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
             text_emb = embedder.embed_text([meta[i].description for i in keep])
             for i, t, a in zip(keep, text_emb, audio_emb, strict=True):
                 items.append((f"{meta[i].meta.path}@{meta[i].seek_time}", t, a))
-    if not items:
-        raise ValueError("CLAS evaluation: every item of the evaluate split has an empty description")
     unique: dict = {}
-    for key, t, a in _gather(items):
+    for key, t, a in _gather(items):  # every rank gathers, even one whose shard was all empty descriptions
         unique.setdefault(key, (t, a))
+    n_empty = len(set(_gather(empty_keys)))  # whole split, the same on every rank
+    if not unique:
+        raise ValueError("CLAS evaluation: every item of the evaluate split has an empty description")
     keys = sorted(unique)  # rank- and order-independent
     text_emb = np.stack([unique[k][0] for k in keys])
     audio_emb = np.stack([unique[k][1] for k in keys])
@@ -136,7 +137,7 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
     ref, hit, skipped = ref_stats()
     warnings: list[str] = []
     metrics, _ = scores_from_embeddings(text_emb, audio_emb, ref, settings, warnings)
-    metrics["n_empty_descriptions"] = int(n_empty)
+    metrics["n_empty_descriptions"] = n_empty
     for f, reason in skipped.items():
         logger.warning("CLAS evaluation: reference clip left out: %s: %s", f, reason)
     for w in warnings:
