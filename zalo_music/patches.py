@@ -46,6 +46,9 @@ class _GuardedLoader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec):
         return self._inner.create_module(spec)
 
+    def __getattr__(self, name: str) -> tp.Any:  # get_data, get_resource_reader, get_source...: the real loader's
+        return getattr(self._inner, name)
+
     def exec_module(self, module) -> None:
         try:
             self._inner.exec_module(module)  # type: ignore[attr-defined]
@@ -97,6 +100,9 @@ class _CallbackLoader(importlib.abc.Loader):
         self._inner.exec_module(module)  # type: ignore[attr-defined]
         sys.modules[module.__name__] = module  # the callback imports submodules of it
         self._callback()
+
+    def __getattr__(self, name: str) -> tp.Any:  # get_data, get_resource_reader, get_source...: the real loader's
+        return getattr(self._inner, name)
 
 
 def _torch_patches() -> None:
