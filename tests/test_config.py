@@ -46,6 +46,9 @@ def test_finetune_recipe(main):
     assert cfg.optim.optimizer == "adamw" and cfg.optim.lr < 1e-3
     assert cfg.schedule.lr_scheduler == "cosine" and cfg.schedule.cosine.warmup <= 500
     assert cfg.autocast is True and cfg.device == "cuda"
+    assert cfg.autocast_dtype == "bfloat16"  # A100/H100; zalo_music.solvers.registry adapts other devices
+    # audiocraft's AudioDataset.__len__ is num_samples: null crashed torch's sampler, too few ends epochs early
+    assert cfg.dataset.train.num_samples >= cfg.dataset.batch_size * cfg.optim.updates_per_epoch
     # 10-s segments on 10-s clips: never more than 5% padding
     assert cfg.dataset.segment_duration == cfg.zalo.clip_duration == 10
     assert cfg.dataset.min_segment_ratio >= 0.95
@@ -117,3 +120,40 @@ def test_solver_registry_dispatches_ours_and_falls_back(main):
     cfg.solver = "nope"
     with pytest.raises(KeyError):  # unknown names reach audiocraft's registry, which refuses them
         registry.get_solver(cfg)
+
+
+@pytest.mark.parametrize("argv", [["solver=zalo/musicgen_small_ft"], ["solver=musicgen/musicgen_base_32khz", "dset=zalo/demo"]],
+                         ids=["zalo-ft", "audiocraft-base"])
+def test_device_adaptation_on_cpu(main, argv):
+    from zalo_music.solvers.registry import adapt_to_device
+
+    cfg = main.get_xp([*argv, "device=cpu"]).cfg
+    assert cfg.autocast is True
+    changes = adapt_to_device(cfg)
+    assert cfg.autocast is False and any("autocast off" in c for c in changes)
+    if cfg.optim.ema.use:  # audiocraft's recipe keeps its EMA on CUDA
+        assert cfg.optim.ema.device == "cpu" and any("ema" in c for c in changes)
+    assert adapt_to_device(cfg) == []  # nothing left to adapt
+
+
+def test_device_adaptation_on_gpus(main, monkeypatch):
+    import torch
+
+    from zalo_music.solvers.registry import adapt_to_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cfg = main.get_xp(["solver=zalo/musicgen_small_ft"]).cfg
+    assert adapt_to_device(cfg) == [] and cfg.autocast_dtype == "bfloat16" and cfg.autocast is True
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # V100, T4
+    assert adapt_to_device(cfg) and cfg.autocast_dtype == "float16" and cfg.autocast is True
+
+
+def test_train_loader_shorter_than_an_epoch_is_refused(main):
+    from zalo_music.solvers.musicgen import check_epoch_length
+
+    cfg = main.get_xp(["solver=zalo/tiny", "optim.updates_per_epoch=9"]).cfg  # 64 samples / batch 8 = 8
+    with pytest.raises(ValueError, match=r"dataset.train.num_samples>=72"):
+        check_epoch_length(cfg, [None] * 8)
+    check_epoch_length(cfg, [None] * 9)
+    check_epoch_length(cfg, None)

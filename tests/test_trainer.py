@@ -24,6 +24,7 @@ def test_seed_defaults_map_onto_the_recipe():
     # one pass = ceil(100 / (4 * 2)) = 13 optimizer steps = 26 micro-batches
     assert o["optim.updates_per_epoch"] == "26"
     assert o["schedule.cosine.warmup"] == "16"
+    assert o["dataset.train.num_samples"] == str(26 * 4)  # exactly one epoch of micro-batches
     assert float(o["classifier_free_guidance.training_dropout"]) == 0.0
 
 
@@ -43,6 +44,7 @@ def test_flags():
     assert o["optim.updates_per_epoch"] == "10"  # 5 optimizer steps x grad_acc 2
     assert o["checkpoint.save_every"] == "1"
     assert int(o["optim.epochs"]) == math.ceil(100 * 26 / 10)
+    assert o["dataset.train.num_samples"] == str(10 * 4)
 
 
 def test_bad_options_are_refused():
@@ -50,3 +52,13 @@ def test_bad_options_are_refused():
         _map(model_id="huge")
     with pytest.raises(ValueError, match="grad_acc"):
         _map(grad_acc=0)
+
+
+def test_cpu_is_chosen_only_without_cuda_and_without_a_user_device():
+    from zalo_music.trainer import device_overrides
+
+    argv = overrides(DEFAULTS, n_train=100)
+    assert device_overrides(argv, cuda=False) == ["device=cpu"]
+    assert device_overrides(argv, cuda=True) == []
+    assert device_overrides([*argv, "device=cuda:1"], cuda=False) == []
+    assert device_overrides(overrides({**DEFAULTS, "model_id": "tiny"}, n_train=100), cuda=False) == []
