@@ -64,7 +64,8 @@ def test_two_ranks_train_from_tokens_with_grad_acc_and_agree_on_clas(token_cache
     proc = run_dora("run", "-d", "--ddp_workers", "2", *argv, check=False)
     out = proc.stdout + proc.stderr
     folder = Path(main.dora.dir) / "xps" / main.get_xp(argv).sig
-    if proc.returncode != 0 and NCCL_ON_CPU in out + (folder / "worker_1.log").read_text(errors="replace"):
+    worker_1 = folder / "worker_1.log"
+    if proc.returncode != 0 and NCCL_ON_CPU in out + (worker_1.read_text(errors="replace") if worker_1.is_file() else ""):
         pytest.xfail("zalo_music/train.py calls flashy.distrib.init() with its nccl default on CPU: needs "
                      "flashy.distrib.init('gloo') when the XP's device is not CUDA")
     assert proc.returncode == 0, out[-6000:]

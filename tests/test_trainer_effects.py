@@ -42,6 +42,17 @@ def test_grad_acc_steps_the_optimizer_half_as_often(make_solver):
     assert plain.lr_scheduler.last_epoch == 4 and acc.lr_scheduler.last_epoch == 2
 
 
+def test_grad_acc_refuses_fsdp(demo_manifests):
+    from audiocraft import train as ac_train
+
+    from zalo_music.train import main
+
+    # Built as `dora run` builds it (`get_solver_from_xp`, the fixture's way, always turns FSDP off).
+    xp = main.get_xp([*BASE, "zalo.grad_acc=2", "fsdp.use=true"])
+    with xp.enter(), pytest.raises(ValueError, match="zalo.grad_acc=2 does not support fsdp.use=true"):
+        ac_train.get_solver(xp.cfg)
+
+
 def test_tune_text_leaves_every_lm_weight_unchanged(make_solver):
     solver = make_solver("zalo.tune_text=true")
     before = {k: v.detach().clone() for k, v in solver.model.state_dict().items()}

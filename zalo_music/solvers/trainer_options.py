@@ -123,21 +123,21 @@ def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
     return hashlib.sha1(stats.numpy().tobytes()).hexdigest()[:16]
 
 
-def check_ranks_agree(model: torch.nn.Module, when: str) -> str:
+def check_ranks_agree(model: torch.nn.Module, when: str) -> str | None:
     """Log this rank's weights fingerprint and, with several ranks, fail unless every rank has the same one.
 
     Args:
         model: the trained model.
         when: what just ran (for the log and the error).
     Returns:
-        This rank's fingerprint.
+        This rank's fingerprint (None with a single process: nothing to compare).
     Raises:
         RuntimeError: ranks hold different weights (gradients or buffers were not synchronised).
     """
-    mine = weights_fingerprint(model.state_dict())
     world = flashy.distrib.world_size()
     if world <= 1:
-        return mine
+        return None
+    mine = weights_fingerprint(model.state_dict())
     everyone: list = [None] * world
     torch.distributed.all_gather_object(everyone, mine)
     logger.info("rank %d/%d weights fingerprint after %s: %s", flashy.distrib.rank(), world, when, mine)
