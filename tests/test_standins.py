@@ -97,6 +97,12 @@ def test_repo_is_written_atomically_in_the_hub_layout(tmp_path):
     found = try_to_load_from_cache("org/model", "config.json", cache_dir=tmp_path / "hub")
     assert found is not None and json.loads(open(found).read()) == {"a": 1} and str(snap) in found
     assert not (tmp_path / ".building").exists()
+    real = hub.repo_folder(tmp_path, "org/real") / "snapshots" / "abc"  # a real download: never replaced
+    real.mkdir(parents=True)
+    (real / "model.safetensors").write_text("weights")
+    with pytest.raises(FileExistsError, match="not a zalo-music stand-in"):
+        hub.write_repo(tmp_path, "org/real", 0, None, good)
+    assert (real / "model.safetensors").read_text() == "weights"
 
 
 def test_build_skips_complete_artifacts_and_rebuilds_on_another_seed(tmp_path, monkeypatch):

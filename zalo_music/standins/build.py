@@ -104,6 +104,9 @@ def build_standins(out: str | Path, depth: int | None = None, seed: int = 0,
         log(f"{prefix}: building ...")
         if art.child == "clap":
             ckpt = out / "reference" / CLAP_CHECKPOINT
+            if ckpt.exists() and not ckpt.with_name(ckpt.name + ".standin.json").exists():
+                raise FileExistsError(f"{ckpt} is not a zalo-music stand-in (the real checkpoint?): refusing to "
+                                      "replace it. Give `zalo-music standins` another --out folder.")
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             facts = models.run_child("clap", ckpt, depth, seed, env)
             meta = {"seed": seed, "depth": depth, "weights": "random (zalo-music stand-in)", **facts}

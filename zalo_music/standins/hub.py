@@ -43,6 +43,11 @@ def is_complete(hf_home: Path, repo_id: str) -> bool:
     return (snap / MARKER).is_file()
 
 
+def is_standin(folder: Path) -> bool:
+    """Whether a repo folder was written by `write_repo` (one of its snapshots has the marker)."""
+    return any((snap / MARKER).is_file() for snap in (Path(folder) / "snapshots").glob("*"))
+
+
 def write_repo(hf_home: Path, repo_id: str, seed: int, depth: int | None,
                fill: Callable[[Path], dict | None]) -> Path:
     """Write one repo atomically: `fill(snapshot_dir)` writes its files into a temporary snapshot.
@@ -56,6 +61,9 @@ def write_repo(hf_home: Path, repo_id: str, seed: int, depth: int | None,
         The final snapshot folder.
     """
     final = repo_folder(hf_home, repo_id)
+    if final.exists() and not is_standin(final):
+        raise FileExistsError(f"{final} holds a repo that is not a zalo-music stand-in (a real download?): "
+                              "refusing to replace it. Give `zalo-music standins` another --out folder.")
     rev = revision(repo_id, seed, depth)
     tmp_root = Path(hf_home) / ".building"
     tmp = tmp_root / final.name
