@@ -194,3 +194,19 @@ def test_lora_xp_trains_resumes_and_exports_merged(demo_manifests, tmp_path):
     model.set_generation_params(duration=1.0)
     wav = model.generate(["calm piano"])
     assert wav.shape[-1] == model.sample_rate and torch.isfinite(wav).all()
+
+
+def test_trainer_front_end_and_grid_set_the_rank():
+    from grids.zalo_ft_lora import sweep
+    from tests.test_trainer import _map
+    from zalo_music.train import main
+
+    o = _map(lora_rank=8)
+    assert o["zalo.lora.rank"] == "8" and o["solver"] == "zalo/musicgen_small_ft"
+    assert "zalo.lora.rank" not in _map()  # default: full fine-tuning
+    xps = sweep()
+    assert {x["zalo.lora.rank"] for x in xps} == {8, 16, 32} and len(xps) == 6
+    cfg = main.get_xp(["solver=zalo/musicgen_small_ft", "dset=zalo/prepared",
+                       *(f"{k}={v}" for k, v in xps[0].items())]).cfg
+    assert cfg.zalo.lora.rank == 8 and cfg.zalo.lora.alpha == 16
+    assert cfg.continue_from == "//pretrained/facebook/musicgen-small"

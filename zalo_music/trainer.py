@@ -102,6 +102,8 @@ def overrides(opts: dict, n_train: int) -> list[str]:
         argv += ["+attribute_dropout.text.description=1.0"]
     if opts["tune_text"]:
         argv += ["zalo.tune_text=true"]
+    if opts.get("lora_rank"):
+        argv += [f"zalo.lora.rank={opts['lora_rank']}"]
     if opts["use_wandb"]:
         argv += ["logging.log_wandb=true", "wandb.project=zalo-music"]
     argv += list(opts.get("extra") or [])
@@ -175,6 +177,9 @@ def register(sub) -> None:
     t.add_argument("--save_step", type=int, default=None, help="checkpoint every N optimizer steps")
     t.add_argument("--no_label", type=int, default=0, help="1: train without text conditioning")
     t.add_argument("--tune_text", type=int, default=0, help="1: train only the text->LM conditioning projection")
+    t.add_argument("--lora_rank", type=int, default=0,
+                   help="> 0: LoRA adapters of this rank, base LM frozen (zalo.lora.rank; docs/lora.md); "
+                        "0: full fine-tuning")
     t.add_argument("--weight_decay", type=float, default=1e-5, help="AdamW weight decay")
     t.add_argument("--grad_acc", type=int, default=2, help="micro-batches averaged per optimizer step")
     t.add_argument("--warmup_steps", type=int, default=16, help="lr warmup in optimizer steps")
