@@ -44,7 +44,10 @@ def main(cfg):
     ac_train.init_seed_and_system(cfg)
     log_name = f"{cfg.execute_only}.log.{{rank}}" if cfg.execute_only else "solver.log.{rank}"
     flashy.setup_logging(level=str(cfg.logging.level).upper(), log_name=log_name)
-    flashy.distrib.init()
+    # Dora's default backend is NCCL, which CPU processes cannot use (`dora run -d` on CPU is refused by Dora
+    # itself; torchrun-style launches would die on `assert backend != 'nccl'` in dora/distrib.py).
+    flashy.distrib.init("nccl" if str(cfg.device).startswith("cuda") else "gloo")
+    check_batch_sizes(cfg, flashy.distrib.world_size())
     xp = get_xp()
     logger.info("XP %s: %s (XPs live in %s; set ZALO_MUSIC_DORA_DIR to move them)",
                 xp.sig, xp.folder, main.dora.dir)
@@ -60,6 +63,29 @@ def main(cfg):
         solver.run_one_stage(cfg.execute_only)
         return None
     return solver.run()
+
+
+def check_batch_sizes(cfg, world_size: int) -> None:
+    """Refuse batch sizes that do not split evenly over the processes, naming the key.
+
+    audiocraft divides `dataset.batch_size` (global) and each split's own `batch_size` by the world size and only
+    asserts divisibility (`audiocraft/train.py`, `get_solver`).
+
+    Args:
+        cfg: the composed XP config.
+        world_size: number of processes.
+    """
+    if world_size <= 1:
+        return
+    keys = {"dataset.batch_size": cfg.dataset.batch_size}
+    for split in ("train", "valid", "evaluate", "generate"):
+        value = cfg.dataset.get(split, {}).get("batch_size")
+        if value is not None:
+            keys[f"dataset.{split}.batch_size"] = value
+    for key, value in keys.items():
+        if int(value) % world_size:
+            raise ValueError(f"{key}={value} does not divide over {world_size} processes: batch sizes are global "
+                             f"in audiocraft; use a multiple of {world_size}")
 
 
 main.dora.dir = AudioCraftEnvironment.get_dora_dir()
