@@ -82,3 +82,14 @@ def tiny_xp(demo_manifests: dict) -> dict:
     folder = Path(next(ln.split("Folder is", 1)[1].strip() for ln in info.splitlines() if "Folder is" in ln))
     history = json.loads((folder / "history.json").read_text())
     return {"sig": folder.name, "folder": folder, "log": out, "history": history}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session's temporary folders (XPs, data, the stand-in HF cache) unless asked to keep them."""
+    if os.environ.get("ZALO_MUSIC_KEEP_TEST_DIRS") == "1":
+        print(f"\nkept test folders: {_ROOT}")
+        return
+    shutil.rmtree(_ROOT, ignore_errors=True)
+    clap_fixture = sys.modules.get("tests.clap_fixture")
+    if clap_fixture is not None:
+        shutil.rmtree(clap_fixture.HF_ROOT, ignore_errors=True)
