@@ -99,7 +99,8 @@ def _history(folder: Path) -> list[dict]:
 def reh(tmp_path_factory) -> Rehearsal:
     """Stand-ins + a 6-clip demo dataset prepared as `zalo_train` through the CLI."""
     start = time.time()
-    standins = standins_fixture.build()
+    reuse = os.environ.get("ZALO_MUSIC_STANDINS_DIR")  # else under pytest's basetemp, which pytest prunes
+    standins = standins_fixture.build(Path(reuse) if reuse else tmp_path_factory.mktemp("standins"))
     TIMINGS["standins build"] = {"seconds": round(time.time() - start, 1)}
     r = Rehearsal(tmp_path_factory.mktemp("rehearsal"), standins)
     src = r.root / "data" / "demo_source"
