@@ -18,9 +18,9 @@ test:
 	ZALO_MUSIC_BROWSER=1 bash scripts/setup.sh
 	$(PY) -m pytest -q --durations=15
 
-# The inner loop: unit tests and the small end-to-end tests (no `slow`, no `rehearsal`), under 3 minutes.
+# The inner loop: the unit tests (no `e2e`, `slow` or `rehearsal` marker), under 3 minutes.
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow and not rehearsal" --durations=10
+	$(PY) -m pytest -q -m "not slow and not rehearsal and not e2e" --durations=10
 
 lint: setup
 	$(VENV)/bin/ruff check zalo_music hydra_plugins grids tests scripts

@@ -48,6 +48,18 @@ def demo_manifests(demo_source: Path) -> dict:
     return prepare(demo_source, demo_source.parent / "audio", "demo", workers=2, quiet=True)
 
 
+#: The demo dataset trained from codec tokens (`dset=zalo/demo_tokens`).
+DEMO_TOKEN_ARGV = ["solver=zalo/tiny", "dset=zalo/demo_tokens"]
+
+
+@pytest.fixture(scope="session")
+def demo_token_cache(demo_manifests: dict) -> dict:
+    """The demo's token cache, encoded once per session: `tokenize`'s report of that first build."""
+    from zalo_music.tokens.encode import tokenize
+
+    return tokenize(DEMO_TOKEN_ARGV, quiet=True)
+
+
 def copy_demo_clips(demo_source: Path, dest: Path, keys: list[str]) -> Path:
     """Copy the demo clips `keys` into `dest` (created): a folder a test may then break on purpose."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -18,18 +18,16 @@ import pytest
 import torch
 
 from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
+from tests.conftest import DEMO_TOKEN_ARGV as TOKEN_ARGV
 from tests.conftest import run_dora
 
-TOKEN_ARGV = ["solver=zalo/tiny", "dset=zalo/demo_tokens"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # dora's launcher on a CPU-only machine before train.py picks the gloo backend (change request to helper C).
 
 
 @pytest.fixture(scope="module")
-def token_cache(demo_manifests: dict) -> dict:
-    from zalo_music.tokens.encode import tokenize
-
-    return tokenize(TOKEN_ARGV, quiet=True)  # resumable: free when test_tokens built it in this session
+def token_cache(demo_token_cache: dict) -> dict:
+    return demo_token_cache  # one encoding per session (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import PROJECT, TINY_ARGV, run_dora
+from tests.conftest import DEMO_TOKEN_ARGV as TOKEN_ARGV
 
-TOKEN_ARGV = ["solver=zalo/tiny", "dset=zalo/demo_tokens"]
+from .conftest import PROJECT, TINY_ARGV, run_dora
 
 
 def _solver(argv: list[str]):
@@ -28,10 +28,8 @@ def _solver(argv: list[str]):
 
 
 @pytest.fixture(scope="module")
-def token_cache(demo_manifests: dict) -> dict:
-    from zalo_music.tokens.encode import tokenize
-
-    return tokenize(TOKEN_ARGV, quiet=True)
+def token_cache(demo_token_cache: dict) -> dict:
+    return demo_token_cache  # one encoding per session (tests/conftest.py)
 
 
 def test_tokenize_layout_and_resume(token_cache: dict):
