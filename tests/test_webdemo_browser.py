@@ -165,8 +165,10 @@ def test_generate_in_browser(server, driver):
     wait = WebDriverWait(driver, WAIT_S)
     driver.get(server["url"])
     text = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#description textarea")))
-    model = driver.find_element(By.CSS_SELECTOR, "#model input").get_attribute("value")
-    assert model == server["model"]  # the --model given on the command line is the default choice
+    # Gradio fills the dropdown's <input> after hydration, which can come after the textarea is clickable
+    # (seen on CI): wait for a value, then check it is the --model given on the command line.
+    model = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#model input").get_attribute("value") or None)
+    assert model == server["model"]
     text.send_keys(DESCRIPTION)
     _set_number(driver, "#duration input[type=number]", f"{DURATION:g}")
     _set_number(driver, "#seed input", str(SEED))
