@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -173,8 +174,34 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs)."""
+#: Sub-commands whose `register` module imports torch at module level (metrics/cli.py -> metrics/clap.py):
+#: `build_parser(command)` registers them in full only when `command` is theirs, so `zalo-music --help` and
+#: every other sub-command stay free of torch/audiocraft (tests/test_cli_help.py). name -> (module, function,
+#: the one-line help of the real parser: test_cli_help checks that both say the same).
+_HEAVY_REGISTER = {
+    "score": ("zalo_music.metrics.cli", "register",
+              "CLAP / FAD / FAS / CLAS of a folder of clips against a Zalo JSON (+ per-item JSON report)"),
+}
+
+
+def _not_registered(name: str) -> tp.Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise RuntimeError(f"sub-command {name!r} was listed but not registered: build_parser({name!r})")
+    return run
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The sub-command named on a command line (the first word that is not an option), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs).
+
+    Args:
+        command: the sub-command about to run (`chosen_command(argv)`): the heavy sub-commands other than it
+            are listed with their help line only. None: every sub-command in full (tests, docs).
+    """
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="zalo-music", formatter_class=fmt,
                                 description="Fine-tune MusicGen with Audiocraft + Dora; score with CLAS.")
@@ -290,13 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expected channels per clip (0: any)")
     v.set_defaults(func=_cmd_validate)
 
-    from .metrics.cli import register as register_score  # each is light at import: keeps --help fast
-    from .standins.cli import register as register_standins
+    from .standins.cli import register as register_standins  # each is light at import: keeps --help fast
     from .tokens.cli import register as register_tokenize
     from .trainer import register as register_train
     from .webdemo import register as register_demo
 
-    register_score(sub)
+    for name, (module, func, help_text) in _HEAVY_REGISTER.items():
+        if command is None or command == name:
+            getattr(importlib.import_module(module), func)(sub)
+        else:  # listed by `zalo-music --help`; its options (and its imports) come only when it is chosen
+            sub.add_parser(name, help=help_text, add_help=False).set_defaults(func=_not_registered(name))
     register_standins(sub)
     register_tokenize(sub)
     register_train(sub)
@@ -343,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     One error boundary for every command: an error becomes one line on stderr naming the file and the fix,
     exit code 2; `--debug` (or ZALO_MUSIC_DEBUG=1) re-raises it with its traceback.
     """
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(chosen_command(argv) or "").parse_args(argv)
     debug = args.debug or os.environ.get("ZALO_MUSIC_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)

@@ -1,0 +1,107 @@
+"""`zalo-music --help` stays light (no torch/audiocraft import), and every option's help shows its default."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECT
+from zalo_music.cli import _HEAVY_REGISTER, build_parser
+
+#: Packages a help screen must not import: each costs seconds (torch ~1 s, audiocraft, gradio and laion_clap
+#: several) and none is needed to list options.
+HEAVY = ("torch", "torchaudio", "audiocraft", "gradio", "laion_clap", "transformers", "dora", "omegaconf",
+         "hydra", "scipy")
+
+#: Runs `python -m zalo_music.cli ARGS...` (one command line per JSON argument) in this process and prints,
+#: per command line, which HEAVY packages were imported by then.
+WRAPPER = r"""
+import json, runpy, sys
+heavy, lines = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+seen = []
+for args in lines:
+    sys.argv = ["zalo-music", *args]
+    try:
+        runpy.run_module("zalo_music.cli", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        assert exc.code in (0, None), (args, exc.code)
+    seen.append(sorted({m.split(".")[0] for m in sys.modules} & set(heavy)))
+print("IMPORTED=" + json.dumps(seen))
+"""
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _imported_by(lines: list[list[str]]) -> list[list[str]]:
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, json.dumps(HEAVY), json.dumps(lines)], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("IMPORTED="))
+    return json.loads(line[len("IMPORTED="):])
+
+
+def test_top_level_help_imports_no_heavy_package():
+    seen = _imported_by([["--help"]])
+    assert seen == [[]], f"`zalo-music --help` imported {seen[0]}: keep those imports inside the sub-commands"
+
+
+def test_sub_command_help_imports_no_heavy_package():
+    """Each sub-command's --help, one after the other in one process: none imports torch & co."""
+    light = [c for c in _subparsers(build_parser()) if c not in _HEAVY_REGISTER]
+    assert {"generate", "export", "train", "demo", "tokenize", "standins", "doctor"} <= set(light)
+    seen = _imported_by([[c, "--help"] for c in light])
+    culprits = {c: s for c, s in zip(light, seen, strict=True) if s}
+    assert not culprits, f"--help imported heavy packages (first offender first): {culprits}"
+
+
+def test_listed_heavy_sub_commands_say_what_their_parser_says():
+    """The help line that `zalo-music --help` lists for a lazily registered sub-command is the real one's."""
+    full = build_parser()
+    listing = build_parser("")  # no sub-command chosen: heavy ones listed, not registered
+    sub_full = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    sub_lazy = next(a for a in listing._actions if isinstance(a, argparse._SubParsersAction))
+    helps_full = {a.dest: a.help for a in sub_full._choices_actions}
+    helps_lazy = {a.dest: a.help for a in sub_lazy._choices_actions}
+    assert list(helps_lazy) == list(helps_full)  # same sub-commands, same order
+    for name, (_, _, help_text) in _HEAVY_REGISTER.items():
+        assert helps_full[name] == help_text == helps_lazy[name], name
+    # chosen, it is registered in full
+    assert any("--audio-dir" in a.option_strings for a in _subparsers(build_parser("score"))["score"]._actions)
+
+
+def test_every_option_of_every_sub_command_shows_its_default():
+    parser = build_parser()
+    commands = _subparsers(parser)
+    assert len(commands) >= 16
+    for name, sub in commands.items():
+        help_text = " ".join(sub.format_help().split())
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.option_strings and action.nargs not in ("?", "*"):
+                continue  # a required positional: no default to show
+            formatter = sub._get_formatter()
+            formatter.add_argument(action)
+            shown = " ".join(formatter.format_help().split())
+            label = f"zalo-music {name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and action.help != argparse.SUPPRESS, f"{label}: no help"
+            assert f"(default: {action.default})" in shown, f"{label}: default {action.default!r} not shown"
+            assert shown.split(" ")[0] in help_text, label
+
+
+@pytest.mark.parametrize("command", sorted(_HEAVY_REGISTER))
+def test_heavy_sub_command_help_still_lists_its_options(command, capsys):
+    from zalo_music.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: zalo-music {command}" in out and "(default:" in out
