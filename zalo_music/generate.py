@@ -57,6 +57,91 @@ class GenerationConfig:
     seed: int = 0
     batch_size: int = 16
     sample_rate: int = 32000
+    #: Best-of-N: samples drawn per description (in the same batched LM pass); the one whose written MP3 has
+    #: the highest CLAP against its description is kept. 1: no CLAP at all, today's bytes.
+    candidates: int = 1
+
+
+def generation_config_from_cfg(cfg) -> GenerationConfig:
+    """The decoding an XP was scored with: its `zalo.generate.*` keys and `zalo.eval.candidates`.
+
+    The evaluate stage (`zalo.eval.candidates`) and `zalo-music generate --from-xp` both read it here, so the
+    submission is generated with exactly the settings the XP was ranked by.
+
+    Args:
+        cfg: a composed XP config.
+    """
+    zalo = cfg.get("zalo", {}) or {}
+    block = dict(zalo.get("generate", {}) or {})
+    fields = {f for f in GenerationConfig.__dataclass_fields__ if f != "candidates"}
+    unknown = sorted(set(block) - fields)
+    if unknown:
+        raise ValueError(f"zalo.generate.{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})")
+    types = {"duration": float, "top_k": int, "top_p": float, "temperature": float, "cfg_coef": float,
+             "seed": int, "batch_size": int, "sample_rate": int}
+    kwargs = {k: types[k](v) for k, v in block.items() if v is not None}
+    candidates = (zalo.get("eval", {}) or {}).get("candidates")
+    return GenerationConfig(**kwargs, candidates=int(candidates) if candidates is not None else 1)
+
+
+def rerank_options_from_cfg(cfg, reference: str | None = None):
+    """`rerank.RerankOptions` of an XP: its evaluate CLAP (`zalo.eval.clap_*`) and FAS weight.
+
+    Args:
+        cfg: a composed XP config.
+        reference: the FAD reference whose mean the FAS-aware objective uses (the evaluate stage's).
+    """
+    from .metrics.clap import ClapSpec, resolve_reference
+    from .rerank import RerankOptions
+
+    block = cfg.get("zalo", {}).get("eval", {}) or {}
+    cache = block.get("stats_cache")
+    return RerankOptions(
+        clap=ClapSpec(checkpoint=block.get("clap_checkpoint"), amodel=str(block.get("clap_model", "HTSAT-base")),
+                      device=block.get("device") or None, batch_size=int(block.get("batch_size", 16)),
+                      download=bool(block.get("download", True))),
+        fas_weight=float(block.get("fas_weight", 0.0) or 0.0), reference=reference,
+        stats_cache=str(resolve_reference(cache, create=True)) if cache else None)
+
+
+def from_xp(sig: str) -> tuple[str, GenerationConfig, tp.Any, dict]:
+    """What `generate --from-xp SIG` reuses: the model an XP scored, its decoding and its reranking CLAP.
+
+    An eval-only XP (`execute_only=evaluate`) scores its `continue_from` (`//sig/<S>` of a training XP, or
+    `//pretrained/<name>`); any other XP scores its own best state (`//sig/SIG`).
+
+    Args:
+        sig: the XP's Dora signature.
+    Returns:
+        `(model spec for load_model, GenerationConfig, RerankOptions, info)`; info holds the XP's last evaluate
+        metrics (when it has some) and its folder.
+    Raises:
+        ValueError: unknown signature, or an XP whose `continue_from` is not a model `generate` can load.
+    """
+    import json as _json
+
+    from .train import main
+
+    try:
+        xp = main.get_xp_from_sig(sig)
+    except Exception as exc:  # noqa: BLE001 - dora raises a bare RuntimeError for unknown signatures
+        raise ValueError(f"--from-xp {sig}: no such XP in {main.dora.dir}/xps ({exc})") from exc
+    cfg = xp.cfg
+    source = cfg.get("continue_from") if cfg.get("execute_only") == "evaluate" else None
+    if source is None:
+        spec = f"//sig/{sig}"
+    elif str(source).startswith("//pretrained/"):
+        spec = str(source)[len("//pretrained/"):]
+    else:
+        spec = str(source)
+    reference = str(cfg.zalo.eval.get("reference") or cfg.datasource.evaluate)
+    info: dict = {"folder": str(xp.folder), "model": spec}
+    history = xp.folder / "history.json"
+    if history.is_file():
+        evals = [h["evaluate"] for h in _json.loads(history.read_text()) if "evaluate" in h]
+        if evals:
+            info["evaluate"] = evals[-1]
+    return spec, generation_config_from_cfg(cfg), rerank_options_from_cfg(cfg, reference), info
 
 
 def load_model(spec: str, device: str | None = None):
@@ -284,8 +369,9 @@ def remove_stale_temps(items: list[tuple[str, str, Path]]) -> int:
 
 
 def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: GenerationConfig | None = None,
-             shard_spec: str | None = None, device: str | None = None, model=None, quiet: bool = False) -> dict:
-    """Generate one MP3 per description.
+             shard_spec: str | None = None, device: str | None = None, model=None, quiet: bool = False,
+             rerank=None) -> dict:
+    """Generate one MP3 per description (best of `gen.candidates` by CLAP when it is above 1).
 
     Args:
         model_spec: hub name, exported folder or `//sig/<S>`.
@@ -296,8 +382,9 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         device: torch device.
         model: an already loaded MusicGen (tests, benchmarks).
         quiet: no progress bar.
+        rerank: `rerank.RerankOptions` for `gen.candidates` > 1 (default: the judge's default CLAP).
     Returns:
-        Summary: counts, timings, refused ids.
+        Summary: counts, timings, refused ids (and, best-of-N, the report's summary).
     """
     from tqdm import tqdm
 
@@ -306,6 +393,9 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         raise ValueError(f"--batch-size {gen.batch_size}: must be at least 1")
     if not gen.duration > 0 or gen.sample_rate <= 0:
         raise ValueError(f"--duration {gen.duration} / --sample-rate {gen.sample_rate}: must be positive")
+    if gen.candidates < 1:
+        raise ValueError(f"--candidates {gen.candidates}: must be at least 1")
+    best_of = gen.candidates > 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     descriptions, duplicates = read_zalo_json(json_path)
@@ -315,13 +405,27 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     batches = [items[i:i + gen.batch_size] for i in range(0, len(items), gen.batch_size)]
     stale = remove_stale_temps(items)
     invalid: list[str] = []
+    settings: dict = {}
+    if best_of:
+        from . import rerank as rr
+
+        rerank = rerank or rr.RerankOptions()
+        # Everything the chosen bytes depend on: a resumed run with other settings would mix two experiments.
+        settings = {**{k: v for k, v in vars(gen).items()}, **rerank.settings()}
+        rr.check_settings(out, settings)
 
     def unfinished(batch: list) -> bool:
         bad = False
+        # best-of-N: a clip is finished only once the report records its choice (the report is written after
+        # the clip, so a run killed in between regenerates the batch: same seed, same bytes).
+        recorded = (rr.read_report(out) or {}).get("items", {}) if best_of else None
         for key, _, target in batch:
             if target.exists():
                 problem = clip_problem(target, gen.sample_rate, gen.duration)
+                if problem is None and (recorded is None or key in recorded):
+                    continue
                 if problem is None:
+                    bad = True
                     continue
                 if key not in invalid:
                     invalid.append(key)
@@ -332,6 +436,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
 
     todo = [b for b in batches if unfinished(b)]
     start = time.time()
+    reranker = rerank.build() if best_of and todo else None  # before the model: fail fast on a missing CLAP
     if todo and model is None:
         model = load_model(model_spec, device)
     if model is not None:
@@ -354,6 +459,8 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
                 warnings.warn(f"{key}: description of {n_tokens} tokens truncated to what the text encoder "
                               f"takes ({len(text)} characters kept)", stacklevel=3)
             texts.append(text)
+        if best_of:  # item-major: the N candidates of an item are consecutive rows of one batched LM pass
+            texts = [t for t in texts for _ in range(gen.candidates)]
         torch.manual_seed(batch_seed(gen.seed, [k for k, _, _ in batch]))
         try:
             with torch.inference_mode():  # no autograd bookkeeping at all: faster than no_grad on CPU
@@ -364,6 +471,8 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
             for key, _, _ in batch:
                 failed[key] = f"generation failed: {type(exc).__name__}: {str(exc)[:200]}"
             return 0
+        if best_of:
+            return run_candidates(batch, wavs)
         # The clips are encoded side by side, one per core, and only then does the next batch start:
         # overlapping LAME with the LM on a small CPU starves torch's threads and is slower overall.
         futures = {key: pool.submit(_write_one, target, wav, model.sample_rate, gen)
@@ -381,6 +490,54 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
                     failed[key] = f"cannot write: {type(exc).__name__}: {str(exc)[:200]}"
         finally:  # on an error that ends the run, let the batch's other clips land (atomically) first
             concurrent.futures.wait(list(futures.values()))
+        return done
+
+    def run_candidates(batch: list, wavs: torch.Tensor) -> int:
+        n = gen.candidates
+        files = [[rr.candidate_path(target, i) for i in range(n)] for _, _, target in batch]
+        futures = {(j, i): pool.submit(_write_candidate, files[j][i], wavs[j * n + i], model.sample_rate, gen)
+                   for j in range(len(batch)) for i in range(n)}
+        bad: dict[str, str] = {}
+        try:
+            for (j, _), fut in futures.items():
+                try:
+                    fut.result()
+                except OSError as exc:
+                    if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+                        raise
+                    bad.setdefault(batch[j][0], f"cannot write: {exc}")
+                except Exception as exc:  # noqa: BLE001
+                    bad.setdefault(batch[j][0], f"cannot write: {type(exc).__name__}: {str(exc)[:200]}")
+            keep = [j for j, (key, _, _) in enumerate(batch) if key not in bad]
+            done, records = 0, {}
+            if keep:
+                try:  # the judge's text: the JSON's description, as `score` reads it
+                    chosen = reranker.choose([descriptions[batch[j][0]] for j in keep], [files[j] for j in keep])
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this batch's ids get the reason
+                    for j in keep:
+                        bad[batch[j][0]] = f"CLAP reranking failed: {type(exc).__name__}: {str(exc)[:200]}"
+                    chosen, keep = [], []
+                for j, rec in zip(keep, chosen, strict=True):
+                    key, _, target = batch[j]
+                    try:
+                        _commit_candidate(files[j][rec["chosen"]], target, gen)
+                    except OSError as exc:
+                        if exc.errno in (28, 122):
+                            raise
+                        bad[key] = f"cannot write: {exc}"
+                        continue
+                    records[key] = rec
+                    done += 1
+            if records:
+                locks.report_lock_update(out, settings, records)
+        finally:
+            concurrent.futures.wait(list(futures.values()))
+            for group in files:
+                for f in group:
+                    f.unlink(missing_ok=True)
+        failed.update(bad)
         return done
 
     deferred = []
@@ -411,12 +568,16 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     seconds = time.time() - start
     audio_seconds = written * gen.duration
     errors.update(failed)
-    summary = {"total": len(items), "written": written,
+    report = rr.read_report(out) if best_of else None
+    summary = {"total": len(items), "written": written, "candidates": gen.candidates,
                "skipped_existing": len(items) - sum(len(b) for b in todo), "by_other_run": by_other,
                "regenerated_invalid": invalid, "refused": errors, "failed": sorted(failed),
                "truncated": truncated, "stale_temps_removed": stale, "seconds": round(seconds, 2),
                "out_dir": str(out),
                "realtime_factor": round(seconds / audio_seconds, 4) if audio_seconds else None}
+    if report is not None:
+        summary["rerank"] = report.get("summary", {})
+        summary["report"] = str(out / rr.REPORT_NAME)
     if not quiet:
         print(f"generated {written} clips ({summary['skipped_existing']} already there, {by_other} by another "
               f"run, {len(errors)} refused or failed) in {seconds:.1f}s -> {out}")
@@ -429,6 +590,11 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
             print(f"  refused {k!r}: {why}")
         if len(errors) > 10:
             print(f"  ... and {len(errors) - 10} more")
+        if report is not None and report.get("summary", {}).get("n"):
+            r = report["summary"]
+            print(f"best-of-{gen.candidates}: {r['n']} clips chosen by CLAP, mean CLAP {r['mean_clap_chosen']:.4f} "
+                  f"chosen vs {r['mean_clap_first']:.4f} for candidate 0 (mean of all {r['mean_clap_all']:.4f}); "
+                  f"report {summary['report']}")
     return summary
 
 
@@ -470,6 +636,53 @@ class _BatchLocks:
     def release(self, batch: list) -> None:
         with contextlib.suppress(OSError):
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self._offset(batch))
+
+    #: Byte of the lock file guarding the best-of-N report (batch offsets are below 2**40).
+    REPORT_OFFSET = 2**40 + 1
+
+    @contextlib.contextmanager
+    def report_lock(self) -> tp.Iterator[None]:
+        """Held while a run reads, merges and rewrites the folder's best-of-N report."""
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, self.REPORT_OFFSET)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self.REPORT_OFFSET)
+
+    def report_lock_update(self, out: Path, settings: dict, records: dict) -> None:
+        """Merge a batch's best-of-N records into the report under the report lock.
+
+        Args:
+            out: the output folder.
+            settings: the run's settings.
+            records: `{id: record}`.
+        """
+        from .rerank import update_report
+
+        update_report(out, settings, records, self.report_lock())
+
+
+def _write_candidate(path: Path, wav: torch.Tensor, model_rate: int, gen: GenerationConfig) -> None:
+    # Encoded exactly as `_write_one` encodes a clip, so the bytes the judge scores are the bytes committed.
+    audio = postprocess(wav, model_rate, gen.sample_rate, gen.duration)
+    sf.write(str(path), audio, gen.sample_rate, format="MP3")
+    problem = clip_problem(path, gen.sample_rate, audio.shape[-1] / gen.sample_rate)
+    if problem:
+        raise OSError(f"{path}: the candidate MP3 written does not read back ({problem}); is the disk full?")
+
+
+def _commit_candidate(candidate: Path, target: Path, gen: GenerationConfig) -> None:
+    """Copy the chosen candidate's bytes onto the output name, atomically and verified like `write_mp3`."""
+    import shutil
+
+    def verify(tmp: Path) -> None:
+        problem = clip_problem(tmp, gen.sample_rate, gen.duration)
+        if problem:
+            raise OSError(f"{target}: the MP3 written does not read back ({problem}); is the disk full?")
+
+    with atomic_path(target, verify=verify) as tmp:
+        shutil.copyfile(candidate, tmp)
 
 
 def _write_one(target: Path, wav: torch.Tensor, model_rate: int, gen: GenerationConfig) -> bool:

@@ -57,6 +57,112 @@ def reference_path(cfg: omegaconf.DictConfig) -> str:
     return str(cfg.zalo.eval.get("reference") or cfg.datasource.evaluate)
 
 
+def evaluate_split_descriptions(solver: tp.Any) -> tuple[dict[str, str], int]:
+    """The evaluate split as a Zalo JSON: `{"<clip>.mp3": description}`, plus the count of empty descriptions.
+
+    Ids are the audio files' stems (with `@<seek>` when an item starts inside a file), so they are stable from
+    run to run and the same on every rank; items repeated by the sampler are kept once.
+
+    Args:
+        solver: the solver whose `evaluate` dataloader is read (descriptions only; the audio is not used).
+    """
+    from pathlib import Path
+
+    from .evaluator import is_empty_description
+
+    items: dict[str, str] = {}
+    empty: set[str] = set()
+    for _, meta in solver.dataloaders["evaluate"]:
+        for m in meta:
+            stem = Path(m.meta.path).stem
+            key = f"{stem}@{m.seek_time:g}.mp3" if m.seek_time else f"{stem}.mp3"
+            if is_empty_description(m.description):
+                empty.add(key)
+            else:
+                items.setdefault(key, str(m.description))
+    gathered: dict[str, str] = {}
+    for part in _gather([items]):
+        for k, v in part.items():
+            gathered.setdefault(k, v)
+    return dict(sorted(gathered.items())), len(set(_gather(sorted(empty))))
+
+
+def evaluate_clas_as_generate(solver: tp.Any, settings: ClasSettings) -> dict:
+    """CLAS of the evaluate split generated exactly as `zalo-music generate` would, then scored as `score` does.
+
+    With `zalo.eval.candidates=N` the evaluate stage writes the split's descriptions as a Zalo JSON
+    (`<XP>/eval_generate/descriptions.json`), runs `generate.generate` on the XP's best state with the
+    `zalo.generate.*` decoding and best-of-N (CLAP of `zalo.eval.clap_*`), and scores the MP3s with
+    `metrics.score.score_folder` against the evaluate reference. The metrics therefore equal `zalo-music score`
+    on `zalo-music generate --from-xp <SIG>` output (tests/test_best_of_n.py checks it). The clips, the
+    best-of-N report (`candidates.json`, N > 1) and the score report stay in `<XP>/eval_generate/` (a rerun
+    reuses finished clips: same seed, same bytes). Rank 0 does the work; the other ranks read its score.
+
+    Args:
+        solver: a `ZaloMusicGenSolver` in eval mode (its best state swapped in by the caller).
+        settings: from `settings_from_cfg`.
+    Returns:
+        `score`'s metrics plus `candidates`, `n_empty_descriptions` and, for N > 1, `clap_first` (the mean
+        CLAP candidate 0 alone would have had: what best-of-N gained).
+    """
+    import json
+    from pathlib import Path
+
+    from audiocraft.models import MusicGen
+
+    from zalo_music.fileio import write_json
+    from zalo_music.generate import generate, generation_config_from_cfg, rerank_options_from_cfg
+
+    from .clap import get_embedder
+    from .score import score_folder
+
+    cfg = solver.cfg
+    get_embedder(settings.clap)  # fails fast, before generating
+    if cfg.zalo.eval.get("reference_max"):
+        logger.warning("zalo.eval.reference_max is not applied with zalo.eval.candidates (scored as `score` "
+                       "scores, on the whole reference)")
+    gen = generation_config_from_cfg(cfg)
+    descriptions, n_empty = evaluate_split_descriptions(solver)
+    if not descriptions:
+        raise ValueError("CLAS evaluation: every item of the evaluate split has an empty description")
+    folder = Path(solver.folder) / "eval_generate"
+    score_path = folder / "score.json"
+    if flashy.distrib.is_rank_zero():
+        json_path = folder / "descriptions.json"
+        write_json(json_path, descriptions)
+        # The very weights and codec the solver evaluates, wrapped as generate's model.
+        from zalo_music.patches import allow_short_segment_musicgen
+
+        allow_short_segment_musicgen()  # as generate.load_model does
+        # max_duration as an exported model gets it (`lm.cfg.dataset.segment_duration`, see BaseGenModel).
+        model = MusicGen(f"xp/{solver.xp.sig}", solver.compression_model, solver.model,
+                         max_duration=float(cfg.dataset.segment_duration))
+        rerank = rerank_options_from_cfg(cfg, reference_path(cfg))
+        rerank = type(rerank)(clap=settings.clap, fas_weight=rerank.fas_weight, reference=rerank.reference,
+                              stats_cache=settings.stats_cache)
+        cuda = [torch.cuda.current_device()] if str(solver.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):  # generate seeds per batch: leave training's RNG alone
+            summary = generate(str(folder), json_path, folder / "clips", gen, model=model, quiet=True,
+                               rerank=rerank)
+        if summary["refused"]:
+            raise ValueError(f"CLAS evaluation: generate refused or failed {len(summary['refused'])} items "
+                             f"(first: {next(iter(summary['refused'].items()))})")
+        report = score_folder(folder / "clips", json_path, reference_path(cfg), settings, out=score_path,
+                              progress=False)
+        for w in report.get("warnings", []):
+            logger.warning("CLAS evaluation: %s", w)
+    flashy.distrib.barrier()
+    report = json.loads(score_path.read_text(encoding="utf-8"))
+    metrics = {k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}
+    metrics.update(candidates=gen.candidates, n_empty_descriptions=n_empty)
+    bon = folder / "clips" / "candidates.json"
+    if gen.candidates > 1 and bon.is_file():
+        metrics["clap_first"] = json.loads(bon.read_text(encoding="utf-8"))["summary"]["mean_clap_first"]
+    logger.info("CLAS evaluation as generate (best of %d, %s) on %d items: %s", gen.candidates,
+                {k: v for k, v in vars(gen).items() if k != "candidates"}, metrics.get("n_items"), metrics)
+    return metrics
+
+
 def _gather(items: list) -> list:
     if flashy.distrib.world_size() <= 1:
         return items
@@ -77,6 +183,8 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
         MetricUnavailableError: the CLAP checkpoint (or laion-clap itself) is unavailable; raised before any
             generation so no time is wasted.
     """
+    if solver.cfg.zalo.eval.get("candidates") is not None:
+        return evaluate_clas_as_generate(solver, settings)
     from audiocraft.data.audio_utils import normalize_audio
 
     from .audio import clap_window
