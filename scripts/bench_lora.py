@@ -19,6 +19,7 @@ parameters alone need ~24 GB).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -63,14 +64,18 @@ def _worker(args: argparse.Namespace) -> dict:
     codes = torch.randint(0, cfg.transformer_lm.card, (args.batch, cfg.transformer_lm.n_q, frames),
                           device=args.device)
     attrs = [ConditioningAttributes(text={"description": f"calm piano number {i}"}) for i in range(args.batch)]
+    # What the solver does on a GPU (zalo_music/solvers/registry.py: bf16 autocast on CUDA, none on CPU).
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.device.startswith("cuda")
+                else contextlib.nullcontext())
     times = []
     for step in range(args.steps + 1):  # step 0 warms up (allocations, kernels) and is not timed
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = lm.compute_predictions(codes, attrs)
-        logits = out.logits[out.mask]
-        loss = torch.nn.functional.cross_entropy(logits.float(), codes[out.mask])
+        with autocast:
+            out = lm.compute_predictions(codes, attrs)
+            logits = out.logits[out.mask]
+            loss = torch.nn.functional.cross_entropy(logits.float(), codes[out.mask])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -134,7 +139,9 @@ def main() -> None:
             results.append(r)
             print(f"{scale:>7} {mode:>5}: {r['trainable'] / 1e6:9.2f}M of {r['params'] / 1e6:7.1f}M trainable, "
                   f"optimizer {r['optimizer_bytes'] / 2**20:9.1f} MiB, checkpoint {r['checkpoint_bytes'] / 2**20:9.1f}"
-                  f" MiB, peak RSS {r['peak_rss_bytes'] / 2**30:6.2f} GiB, {r['s_per_step']:7.2f} s/step", flush=True)
+                  f" MiB, peak RSS {r['peak_rss_bytes'] / 2**30:6.2f} GiB"
+                  + (f", peak CUDA {r['peak_cuda_bytes'] / 2**30:6.2f} GiB" if "peak_cuda_bytes" in r else "")
+                  + f", {r['s_per_step']:7.3f} s/step", flush=True)
     by = {(r["scale"], r["mode"]): r for r in results}
     for scale in sorted({r["scale"] for r in results}):
         full, lora = by.get((scale, "full")), by.get((scale, "lora"))
