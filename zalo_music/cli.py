@@ -123,13 +123,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import GenerationConfig, generate
+    from .generate import generate, settings_from_args
     from .submission import validate, write_zip
 
-    gen = GenerationConfig(duration=args.duration, top_k=args.top_k, top_p=args.top_p,
-                           temperature=args.temperature, cfg_coef=args.cfg_coef, seed=args.seed,
-                           batch_size=args.batch_size, sample_rate=args.sample_rate)
-    summary = generate(args.model, args.json, args.out, gen, shard_spec=args.shard, device=args.device)
+    model_spec, gen, rerank = settings_from_args(args)  # --candidates, --from-xp (zalo_music/generate.py)
+    summary = generate(model_spec, args.json, args.out, gen, shard_spec=args.shard, device=args.device,
+                       rerank=rerank)
     zip_path = args.zip or args.zip_partial
     if zip_path:
         if args.shard:
@@ -305,6 +304,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     gn.add_argument("--batch-size", type=_POSITIVE_INT, default=16, help="descriptions per forward pass")
     gn.add_argument("--shard", type=_shard, default=None, help="i/n: do only shard i of n (0-based), e.g. one per GPU")
     gn.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    gn.add_argument("--candidates", type=_POSITIVE_INT, default=1,
+                    help="best-of-N: N samples per description in one batched pass, the one with the highest CLAP "
+                         "(as `score` computes it on the MP3) kept; report in <out>/candidates.json. 1: no CLAP")
+    gn.add_argument("--from-xp", default=None, metavar="SIG",
+                    help="model, decoding, candidates and CLAP of this (eval) XP: generate as it was scored")
+    gn.add_argument("--clap-checkpoint", default=None,
+                    help="CLAP of --candidates (keep the judge's: as `score --clap-checkpoint`)")
+    gn.add_argument("--clap-model", default="HTSAT-base", help="audio tower of --clap-checkpoint")
+    gn.add_argument("--fas-weight", type=_number(float, 0), default=0.0,
+                    help="best-of-N objective clap - w*|e - mu_ref|^2 (mu_ref: --rerank-reference's mean CLAP "
+                         "embedding); 0: CLAP only")
+    gn.add_argument("--rerank-reference", default=None, help="FAD reference for --fas-weight (manifest or folder)")
     gn.set_defaults(func=_cmd_generate)
 
     v = sub.add_parser("validate-submission", formatter_class=fmt,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import glob
@@ -690,3 +691,55 @@ def _write_one(target: Path, wav: torch.Tensor, model_rate: int, gen: Generation
         return False  # a finished clip from an earlier run (identical bytes: same seed, same batch)
     write_mp3(target, postprocess(wav, model_rate, gen.sample_rate, gen.duration), gen.sample_rate)
     return True
+
+
+#: `zalo-music generate` options that `--from-xp` supplies: option -> (GenerationConfig field, CLI default).
+_XP_OPTIONS = {"duration": 10.0, "sample_rate": 32000, "top_k": 250, "top_p": 0.0, "temperature": 1.0,
+               "cfg_coef": 3.0, "seed": 0, "batch_size": 16, "candidates": 1}
+
+
+def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
+    """Model, decoding and reranking of a `zalo-music generate` command line, `--from-xp` applied.
+
+    With `--from-xp SIG` the model, the `zalo.generate.*` decoding, `zalo.eval.candidates` and the evaluate CLAP
+    come from that XP, so the submission is generated exactly as the XP was scored. An option left at its
+    default takes the XP's value; an option given with another value than the XP's is refused (naming it).
+    `args.duration` / `args.sample_rate` are updated to what will be generated (the ZIP validator reads them).
+
+    Args:
+        args: the parsed command line.
+    Returns:
+        `(model spec, GenerationConfig, RerankOptions)`.
+    Raises:
+        ValueError: an option contradicts `--from-xp`, or the XP is unknown.
+    """
+    from .metrics.clap import ClapSpec
+    from .rerank import RerankOptions
+
+    if getattr(args, "from_xp", None):
+        spec, gen, rerank, info = from_xp(args.from_xp)
+        wanted = {**vars(gen), "model": spec, "clap_checkpoint": rerank.clap.checkpoint,
+                  "clap_model": rerank.clap.amodel, "fas_weight": rerank.fas_weight}
+        defaults = {**_XP_OPTIONS, "model": "facebook/musicgen-small", "clap_checkpoint": None,
+                    "clap_model": "HTSAT-base", "fas_weight": 0.0}
+        for name, default in defaults.items():
+            given = getattr(args, name, default)
+            if given != default and given != wanted[name]:
+                raise ValueError(f"--{name.replace('_', '-')} {given}: --from-xp {args.from_xp} was scored with "
+                                 f"{wanted[name]!r}; drop the option (the submission is generated as the XP was "
+                                 "scored) or generate without --from-xp")
+        if getattr(args, "rerank_reference", None):
+            rerank = dataclasses.replace(rerank, reference=args.rerank_reference)
+        scored = info.get("evaluate", {})
+        print(f"--from-xp {args.from_xp}: model {spec}, {gen}, CLAP {rerank.clap.amodel} "
+              f"{rerank.clap.checkpoint or '(default)'}"
+              + (f"; the XP scored clas {scored['clas']:.4f} (clap {scored.get('clap', float('nan')):.4f})"
+                 if "clas" in scored else ""))
+        args.duration, args.sample_rate = gen.duration, gen.sample_rate
+        return spec, gen, rerank
+    gen = GenerationConfig(**{k: getattr(args, k) for k in _XP_OPTIONS})
+    rerank = RerankOptions(clap=ClapSpec(checkpoint=args.clap_checkpoint, amodel=args.clap_model,
+                                         device=args.device),
+                           fas_weight=args.fas_weight, reference=args.rerank_reference,
+                           stats_cache=None)
+    return args.model, gen, rerank

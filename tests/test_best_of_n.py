@@ -1,0 +1,242 @@
+"""Best-of-N CLAP reranking (`generate --candidates N`), CLAS(N) in the evaluate stage, and the decoding grid.
+
+The LM is the tiny recipe's (random weights, debug codec) and CLAP a random HTSAT-tiny stand-in
+(`tests/clap_fixture.py`): the scores mean nothing musically, the mechanism is what is checked: every candidate
+scored as `score` scores the written MP3, the best one kept, determinism, resume, and the evaluate stage equal
+to `score` on `generate --from-xp` output.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
+from tests.conftest import PROJECT, TINY_ARGV
+
+SEED, BATCH, DURATION, N_ITEMS = 5, 4, 2.0, 6
+
+
+@pytest.fixture(scope="module")
+def clap_checkpoint() -> Path:
+    # same file as tests/test_metrics.py's fixture (built once per session, idempotent)
+    return clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / "ckpt" / "clap_tiny_random.pt")
+
+
+@pytest.fixture(scope="module")
+def rerank(clap_checkpoint):
+    from zalo_music.metrics.clap import ClapSpec
+    from zalo_music.rerank import RerankOptions
+
+    return RerankOptions(clap=ClapSpec(checkpoint=str(clap_checkpoint), amodel="HTSAT-tiny", device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def model(clap_checkpoint):
+    """The tiny recipe's LM with random weights on the debug codec (no training needed for the mechanism).
+
+    After the stand-in HF cache exists (`clap_checkpoint`): audiocraft's solvers import laion_clap, which
+    loads its tokenizers at import time.
+    """
+    from audiocraft.models import MusicGen
+    from audiocraft.models.builders import get_lm_model
+
+    from zalo_music.export import build_debug_codec
+    from zalo_music.patches import allow_short_segment_musicgen
+    from zalo_music.train import main
+
+    allow_short_segment_musicgen()
+    cfg = main.get_xp(["solver=zalo/tiny"]).cfg
+    torch.manual_seed(0)
+    lm = get_lm_model(cfg).eval()
+    return MusicGen("tiny-random", build_debug_codec(0), lm, max_duration=10.0)
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory) -> Path:
+    from zalo_music.data.demo import make_specs
+
+    path = tmp_path_factory.mktemp("bon") / "texts.json"
+    path.write_text(json.dumps({s.key_id: s.description for s in make_specs(N_ITEMS, seed=5)}))
+    return path
+
+
+def _gen(**kw):
+    from zalo_music.generate import GenerationConfig
+
+    return GenerationConfig(**{"seed": SEED, "batch_size": BATCH, "duration": DURATION, **kw})
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix == ".mp3"}
+
+
+def test_candidates_1_is_todays_bytes(model, texts, tmp_path):
+    """--candidates 1 (the default) is today's code path: same bytes as the pre-best-of-N generate.py (from git
+    when the history is there) and as the batch rebuilt from its primitives; no CLAP, no report."""
+    from zalo_music import generate as g
+
+    assert g.GenerationConfig().candidates == 1
+    g.generate("tiny", texts, tmp_path / "one", _gen(candidates=1), model=model, quiet=True)
+    one = _files(tmp_path / "one")
+    assert len(one) == N_ITEMS
+    assert not (tmp_path / "one" / "candidates.json").exists()
+
+    # The first batch by hand: seed from (seed, ids), one LM pass, post-processing, MP3.
+    ids = sorted(json.loads(texts.read_text()))
+    descriptions = json.loads(texts.read_text())
+    torch.manual_seed(g.batch_seed(SEED, ids[:BATCH]))
+    with torch.inference_mode():
+        wavs = g.generate_batch(model, [descriptions[k] for k in ids[:BATCH]])
+    g.write_mp3(tmp_path / "by_hand.mp3", g.postprocess(wavs[0], model.sample_rate, 32000, DURATION), 32000)
+    assert (tmp_path / "by_hand.mp3").read_bytes() == one[ids[0]]
+
+    # The generate.py before best-of-N (commit 705b9cf), when this checkout has it.
+    proc = subprocess.run(["git", "show", "705b9cf:zalo_music/generate.py"], cwd=PROJECT, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip("git history without commit 705b9cf: compared with the primitives only")
+    import types
+
+    old = types.ModuleType("zalo_music._generate_before_best_of_n")
+    old.__package__ = "zalo_music"
+    sys.modules[old.__name__] = old  # dataclasses look their module up there
+    try:
+        exec(compile(proc.stdout, "generate@705b9cf.py", "exec"), old.__dict__)  # noqa: S102 - our own history
+    finally:
+        sys.modules.pop(old.__name__, None)
+    old.generate("tiny", texts, tmp_path / "before", old.GenerationConfig(seed=SEED, batch_size=BATCH,
+                                                                          duration=DURATION),
+                 model=model, quiet=True)
+    assert _files(tmp_path / "before") == one
+
+
+def test_best_of_4_keeps_the_best_scored_as_score_does_deterministic_and_resumable(model, texts, rerank,
+                                                                                    tmp_path):
+    from zalo_music.generate import generate
+    from zalo_music.metrics.evaluator import ClasSettings
+    from zalo_music.metrics.score import score_folder
+
+    ids = sorted(json.loads(texts.read_text()))
+    summary = generate("tiny", texts, tmp_path / "n4", _gen(candidates=4), model=model, quiet=True, rerank=rerank)
+    assert summary["written"] == N_ITEMS and not summary["refused"]
+    out = tmp_path / "n4"
+    # one clip per id, no candidate left behind
+    assert sorted(p.name for p in out.iterdir()) == sorted([*ids, "candidates.json"])
+    report = json.loads((out / "candidates.json").read_text())
+    assert sorted(report["items"]) == ids and report["settings"]["candidates"] == 4
+    for rec in report["items"].values():
+        assert len(rec["clap"]) == 4
+        assert rec["chosen"] == int(np.argmax(rec["clap"])) and rec["clap_chosen"] == max(rec["clap"])
+    s = report["summary"]
+    # best-of-4 vs candidate 0 (what N=1 keeps) on the same samples: >= per item, strictly higher on average
+    assert s["mean_clap_chosen"] > s["mean_clap_first"] and s["mean_clap_chosen"] >= s["mean_clap_all"]
+
+    # the recorded CLAP of the chosen candidate is what `score` computes on the committed file
+    settings = ClasSettings(clap=rerank.clap)
+    scored = score_folder(out, texts, None, settings)
+    for k in ids:
+        assert scored["items"][k]["clap"] == pytest.approx(report["items"][k]["clap_chosen"], abs=2e-4)
+    # ... and best-of-4 beats a separate best-of-1 run on the same descriptions
+    generate("tiny", texts, tmp_path / "n1", _gen(), model=model, quiet=True)
+    n1 = score_folder(tmp_path / "n1", texts, None, settings)
+    assert scored["metrics"]["clap"] > n1["metrics"]["clap"]
+
+    # deterministic and resumable: a lost clip (first batch) and a clip whose choice was never recorded (second
+    # batch: killed between the two writes) are redone, their whole batch with the same seed: every batch is
+    # generated a second time and ends as the first run's bytes and report
+    shutil.copytree(out, tmp_path / "resumed")
+    (tmp_path / "resumed" / ids[1]).unlink()
+    partial = json.loads((tmp_path / "resumed" / "candidates.json").read_text())
+    del partial["items"][ids[5]]
+    (tmp_path / "resumed" / "candidates.json").write_text(json.dumps(partial))
+    again = generate("tiny", texts, tmp_path / "resumed", _gen(candidates=4), model=model, quiet=True,
+                     rerank=rerank)
+    assert again["written"] == N_ITEMS and again["skipped_existing"] == 0
+    assert _files(tmp_path / "resumed") == _files(out)
+    assert json.loads((tmp_path / "resumed" / "candidates.json").read_text())["items"] == report["items"]
+
+
+def test_best_of_n_refuses_bad_options_and_mixed_settings(model, texts, rerank, tmp_path):
+    from zalo_music.generate import generate
+
+    with pytest.raises(ValueError, match="--candidates 0"):
+        generate("tiny", texts, tmp_path / "x", _gen(candidates=0), model=model, quiet=True)
+    one = json.dumps({sorted(json.loads(texts.read_text()))[0]: "a calm piano"})
+    (tmp_path / "one.json").write_text(one)
+    generate("tiny", tmp_path / "one.json", tmp_path / "out", _gen(candidates=2), model=model, quiet=True,
+             rerank=rerank)
+    with pytest.raises(ValueError, match="candidates: 2 there, 3 now"):
+        generate("tiny", tmp_path / "one.json", tmp_path / "out", _gen(candidates=3), model=model, quiet=True,
+                 rerank=rerank)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_decoding_grid_ranks_by_clas_and_the_winner_regenerates_the_same_clips(tiny_xp, clap_checkpoint,
+                                                                               tmp_path, capsys):
+    """The quick decoding grid on the tiny XP with the stand-in CLAP: grid-local runs its 3 eval-only XPs and
+    ranks them by CLAS; `generate --from-xp` of the best one and of the best-of-4 one writes the very clips
+    the evaluate stage scored, and `score` on them gives that XP's evaluate metrics."""
+    import os
+
+    from zalo_music.cli import main as cli
+    from zalo_music.gridlocal import compare
+    from zalo_music.metrics.evaluator import ClasSettings
+    from zalo_music.metrics.score import score_folder
+    from zalo_music.train import main
+
+    env = {"ZALO_DECODING_FROM": f"//sig/{tiny_xp['sig']}", "ZALO_DECODING_SOLVER": "zalo/tiny_eval",
+           "ZALO_DECODING_DSET": TINY_ARGV[1].split("=", 1)[1], "ZALO_DECODING_SWEEP": "quick",
+           "ZALO_DECODING_OVERRIDES": f"zalo.eval.clap_checkpoint={clap_checkpoint} zalo.eval.clap_model=HTSAT-tiny "
+                                      f"zalo.generate.duration={DURATION}"}
+    proc = subprocess.run([sys.executable, "-m", "zalo_music.cli", "grid-local", "zalo_decoding", "--allow-dirty"],
+                          cwd=PROJECT, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "ranked by CLAS" in out and "3 run, 0 failed" in out, out[-3000:]
+    os.environ.update(env)  # the grid reads them when it is listed again in this process
+    try:
+        rows = compare("zalo_decoding")
+    finally:
+        for k in env:
+            os.environ.pop(k)
+    assert len(rows) == 3 and all(r["clas"] is not None for r in rows)
+    assert [r["clas"] for r in rows] == sorted((r["clas"] for r in rows), reverse=True) and rows[0]["best"]
+    best_of_4 = next(r for r in rows if "candidates=4" in r["argv"])
+    for row in {r["sig"]: r for r in (rows[0], best_of_4)}.values():
+        folder = Path(main.dora.dir) / "xps" / row["sig"]
+        ev = json.loads((folder / "history.json").read_text())[-1]["evaluate"]
+        descriptions = folder / "eval_generate" / "descriptions.json"
+        regen = tmp_path / row["sig"]
+        assert cli(["generate", "--from-xp", row["sig"], "--json", str(descriptions), "--out", str(regen),
+                    "--device", "cpu"]) == 0
+        text = capsys.readouterr().out
+        assert f"--from-xp {row['sig']}" in text
+        assert _files(regen) == _files(folder / "eval_generate" / "clips")  # the same bytes as scored
+        if "candidates=4" in row["argv"]:
+            assert ev["candidates"] == 4 and "best-of-4" in text and ev["clap"] > ev["clap_first"]
+        # score on generate's output == the evaluate stage's CLAS(N)
+        ref = score_folder(regen, descriptions, _reference(folder), ClasSettings(clap=_clap_spec(clap_checkpoint)))
+        for key in ("clap", "fad", "fas", "clas"):
+            assert ref["metrics"][key] == pytest.approx(ev[key], rel=1e-5, abs=1e-6), key
+
+
+def _clap_spec(checkpoint: Path):
+    from zalo_music.metrics.clap import ClapSpec
+
+    return ClapSpec(checkpoint=str(checkpoint), amodel="HTSAT-tiny", device="cpu", batch_size=8)
+
+
+def _reference(folder: Path) -> str:
+    from zalo_music.train import main
+
+    cfg = main.get_xp_from_sig(folder.name).cfg
+    return str(cfg.zalo.eval.get("reference") or cfg.datasource.evaluate)
