@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -84,14 +85,24 @@ def run_dora(*args: str, env: dict | None = None, check: bool = True, timeout: i
 TINY_ARGV = ["solver=zalo/tiny", "dset=zalo/demo", "optim.updates_per_epoch=4"]
 
 
+def xp_of_run(output: str) -> Path:
+    """The XP folder a `dora run` worked in, from the line zalo_music.train logs at start ("XP <sig>: <folder>").
+
+    (Read from the run's own log: a `dora info` child process to ask the same costs ~10 s on a loaded CI core.)
+    """
+    m = re.search(r"\bXP ([0-9a-f]{8}): (\S+) \(XPs live in", output)
+    assert m, f"no 'XP <sig>: <folder>' line in the run's log:\n{output[-3000:]}"
+    folder = Path(m.group(2))
+    assert folder.name == m.group(1) and folder.is_dir(), m.group(0)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_xp(demo_manifests: dict) -> dict:
     """A real `dora run` of the tiny solver: returns its signature, folder and the run's output."""
     proc = run_dora("run", *TINY_ARGV)
-    out = proc.stdout + proc.stderr
-    info_proc = run_dora("info", *TINY_ARGV)
-    info = info_proc.stdout + info_proc.stderr  # dora logs to stderr
-    folder = Path(next(ln.split("Folder is", 1)[1].strip() for ln in info.splitlines() if "Folder is" in ln))
+    out = proc.stdout + proc.stderr  # dora logs to stderr
+    folder = xp_of_run(out)
     history = json.loads((folder / "history.json").read_text())
     return {"sig": folder.name, "folder": folder, "log": out, "history": history}
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import copy_demo_clips, run_dora
+from tests.conftest import copy_demo_clips, run_dora, xp_of_run
 from zalo_music.data.manifest import read_manifest
 from zalo_music.data.prepare import prepare
 
@@ -107,11 +107,11 @@ def test_tiny_trains_on_each_augmentation(dset, demo_manifests, demo_source):
             workers=2, quiet=True)
     argv = ["solver=zalo/tiny", f"dset={dset}", "zalo.dataset=demo", "optim.epochs=1",
             "optim.updates_per_epoch=2", "generate.every=100", "evaluate.every=100"]
-    run_dora("run", *argv)
-    proc = run_dora("info", *argv, "-m")
-    out = proc.stdout + proc.stderr
-    assert '"train"' in out and '"valid"' in out
-    folder = Path(next(ln.split("Folder is", 1)[1].strip() for ln in out.splitlines() if "Folder is" in ln))
+    proc = run_dora("run", *argv)
+    folder = xp_of_run(proc.stdout + proc.stderr)
+    history = json.loads((folder / "history.json").read_text())  # what `dora info -m` prints (test_dora_e2e)
+    assert len(history) == 1 and {"train", "valid"} <= set(history[0])
+    assert history[0]["train"]["ce"] > 0 and history[0]["valid"]["ce"] > 0
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
