@@ -178,6 +178,33 @@ def test_best_of_n_refuses_bad_options_and_mixed_settings(model, texts, rerank, 
                  rerank=rerank)
 
 
+def test_fas_aware_objective_trades_clap_for_distance_to_the_reference_mean(monkeypatch):
+    """clap - w * |e - mu_ref|^2 on hand-made embeddings: w=0 keeps the best CLAP, a large w the candidate near
+    the reference mean; ties go to the lowest index."""
+    from types import SimpleNamespace
+
+    from zalo_music.metrics import evaluator
+    from zalo_music.rerank import Reranker
+
+    text = np.array([[1.0, 0.0, 0.0]])
+    # candidate 0: CLAP 0.8, far from mu; candidate 1: CLAP 0.6, at mu; candidate 2: same as 0 (a tie)
+    audio = np.array([[0.8, 0.6, 0.0], [0.6, 0.0, 0.8], [0.8, 0.6, 0.0]])
+    mu = np.array([0.6, 0.0, 0.8])
+    monkeypatch.setattr(evaluator, "embed_files", lambda emb, files, progress=None: (audio[:len(files)], [], {}))
+    embedder = SimpleNamespace(embed_text=lambda texts: np.repeat(text, len(texts), axis=0))
+    files = [[Path("a"), Path("b"), Path("c")]]
+    rec = Reranker(embedder).choose(["x"], files)[0]
+    assert rec["clap"] == pytest.approx([0.8, 0.6, 0.8]) and rec["chosen"] == 0 and "distance" not in rec
+    rec = Reranker(embedder, fas_weight=1.0, reference_mean=mu).choose(["x"], files)[0]
+    assert rec["distance"] == pytest.approx([1.04, 0.0, 1.04]) and rec["chosen"] == 1
+    assert rec["objective"] == pytest.approx([0.8 - 1.04, 0.6, 0.8 - 1.04]) and rec["clap_chosen"] == 0.6
+    # the switch is at w = (0.8 - 0.6) / 1.04 = 0.192
+    assert Reranker(embedder, fas_weight=0.2, reference_mean=mu).choose(["x"], files)[0]["chosen"] == 1
+    assert Reranker(embedder, fas_weight=0.1, reference_mean=mu).choose(["x"], files)[0]["chosen"] == 0
+    with pytest.raises(ValueError, match="reference"):
+        Reranker(embedder, fas_weight=1.0)
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_decoding_grid_ranks_by_clas_and_the_winner_regenerates_the_same_clips(tiny_xp, clap_checkpoint,
