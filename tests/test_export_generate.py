@@ -170,13 +170,49 @@ def test_validator_catches_problems(tmp_path, test_json):
     assert "missing" in p[ids[5]][0] and not report.ok
 
 
-@pytest.mark.skipif(not (SHARED / "public_test.json").is_file(),
-                    reason="needs ../shared/data/zalo2023/public_test.json (the real competition test set)")
+#: The real competition test set (1,000 descriptions); absent from a clone without ../shared.
+needs_public_test = pytest.mark.skipif(
+    not (SHARED / "public_test.json").is_file(),
+    reason="needs ../shared/data/zalo2023/public_test.json (the real competition test set)")
+#: Real descriptions generated at full length, twice, in the kill-and-resume test: 20 batches of 16.
+PUBLIC_SUBSET = 320
+
+
+@needs_public_test
+def test_every_public_test_description_goes_through_the_cli(exported, tmp_path, capsys):
+    """All 1,000 real descriptions through `zalo-music generate --zip` (short clips): none refused, none
+    truncated, one clip per id, and the ZIP passes the validator. The full 10-s length and the kill/resume
+    determinism are proven on an evenly spaced subset of these ids in the next test."""
+    from zalo_music.cli import main
+
+    src = SHARED / "public_test.json"
+    ids = sorted(json.loads(src.read_text()))
+    assert len(ids) == 1000
+    out = tmp_path / "out"
+    argv = ["generate", "--model", str(exported), "--json", str(src), "--out", str(out), "--zip",
+            str(tmp_path / "sub.zip"), "--device", "cpu", "--duration", "0.5", "--batch-size", "100",
+            "--sample-rate", "16000", "--seed", "3"]
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(argv)
+    text = capsys.readouterr().out
+    assert code == 0, text[-3000:]
+    assert not [str(w.message) for w in caught if "truncated" in str(w.message)]
+    assert "generated 1000 clips (0 already there, 0 by another run, 0 refused or failed)" in text
+    assert "1000 files, valid" in text
+    assert sorted(p.name for p in out.iterdir()) == ids
+
+
+@needs_public_test
 def test_public_test_killed_halfway_resumes_to_the_same_bytes(exported, tmp_path):
-    """All 1,000 real descriptions through the CLI: an uninterrupted run, and a run SIGKILLed halfway then
+    """Real descriptions at full length through the CLI: an uninterrupted run, and a run SIGKILLed halfway then
     rerun, give the same MP3 and ZIP bytes, and the ZIP passes the validator.
 
-    The two runs go side by side, one core each (OMP_NUM_THREADS=1 for both, so both compute alike).
+    320 of the 1,000 ids, evenly spaced over the sorted test set (20 batches of 16; the previous test sends all
+    1,000 through the same CLI). The two runs go side by side, one core each (OMP_NUM_THREADS=1 for both, so
+    both compute alike).
     """
     import os
     import signal
@@ -186,8 +222,12 @@ def test_public_test_killed_halfway_resumes_to_the_same_bytes(exported, tmp_path
 
     from zalo_music.submission import validate
 
-    src = SHARED / "public_test.json"
-    ids = sorted(json.loads(src.read_text()))
+    everything = json.loads((SHARED / "public_test.json").read_text())
+    every_id = sorted(everything)
+    ids = [every_id[i * len(every_id) // PUBLIC_SUBSET] for i in range(PUBLIC_SUBSET)]
+    assert len(set(ids)) == PUBLIC_SUBSET and ids[0] == every_id[0]
+    src = tmp_path / "public_test_subset.json"
+    src.write_text(json.dumps({k: everything[k] for k in ids}, ensure_ascii=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def cli(name: str) -> subprocess.Popen:
@@ -206,12 +246,13 @@ def test_public_test_killed_halfway_resumes_to_the_same_bytes(exported, tmp_path
         time.sleep(0.2)
     assert victim.wait() == -signal.SIGKILL, "the run finished before it could be killed halfway"
     finished_before = len([p for p in (tmp_path / "resumed").glob("*.mp3") if not p.name.startswith(".")])
+    assert len(ids) // 2 <= finished_before < len(ids)
     resumed = cli("resumed")
     out_resumed, _ = resumed.communicate(timeout=900)
     out_reference, _ = reference.communicate(timeout=900)
     assert resumed.returncode == 0, out_resumed[-3000:]
     assert reference.returncode == 0, out_reference[-3000:]
-    assert "1000 files, valid" in out_resumed and "1000 files, valid" in out_reference
+    assert f"{len(ids)} files, valid" in out_resumed and f"{len(ids)} files, valid" in out_reference
     assert f"({finished_before - finished_before % 16} already there" in out_resumed  # whole batches skipped
 
     names = sorted(p.name for p in (tmp_path / "resumed").iterdir())
