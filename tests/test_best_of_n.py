@@ -205,6 +205,34 @@ def test_fas_aware_objective_trades_clap_for_distance_to_the_reference_mean(monk
         Reranker(embedder, fas_weight=1.0)
 
 
+def test_from_xp_takes_the_xp_settings_and_refuses_contradicting_options(monkeypatch, capsys):
+    from zalo_music import generate as g
+    from zalo_music.cli import build_parser
+    from zalo_music.metrics.clap import ClapSpec
+    from zalo_music.rerank import RerankOptions
+
+    scored = g.GenerationConfig(cfg_coef=1.5, candidates=4, duration=7.0)
+    rerank = RerankOptions(clap=ClapSpec(checkpoint="/x/clap.pt", amodel="HTSAT-tiny"))
+    monkeypatch.setattr(g, "from_xp", lambda sig: ("//sig/train", scored, rerank, {"evaluate": {"clas": 0.5}}))
+
+    def args(*extra: str):
+        return build_parser("generate").parse_args(["generate", "--from-xp", "abcd1234", "--json", "j.json",
+                                                    "--out", "o", *extra])
+
+    a = args()
+    spec, gen, rr = g.settings_from_args(a)
+    assert (spec, gen, rr) == ("//sig/train", scored, rerank) and a.duration == 7.0
+    assert "--from-xp abcd1234" in capsys.readouterr().out
+    assert g.settings_from_args(args("--cfg-coef", "1.5", "--candidates", "4"))[1] == scored  # same as the XP
+    for extra, name in ((["--cfg-coef", "5"], "--cfg-coef 5.0"), (["--candidates", "2"], "--candidates 2"),
+                        (["--clap-model", "HTSAT-base"], None), (["--model", "facebook/musicgen-medium"], "--model")):
+        if name is None:  # the default value: taken from the XP, not a contradiction
+            assert g.settings_from_args(args(*extra))[2].clap.amodel == "HTSAT-tiny"
+            continue
+        with pytest.raises(ValueError, match=name):
+            g.settings_from_args(args(*extra))
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_decoding_grid_ranks_by_clas_and_the_winner_regenerates_the_same_clips(tiny_xp, clap_checkpoint,

@@ -693,7 +693,7 @@ def _write_one(target: Path, wav: torch.Tensor, model_rate: int, gen: Generation
     return True
 
 
-#: `zalo-music generate` options that `--from-xp` supplies: option -> (GenerationConfig field, CLI default).
+#: `zalo-music generate` options that `--from-xp` supplies (GenerationConfig fields) -> their CLI defaults.
 _XP_OPTIONS = {"duration": 10.0, "sample_rate": 32000, "top_k": 250, "top_p": 0.0, "temperature": 1.0,
                "cfg_coef": 3.0, "seed": 0, "batch_size": 16, "candidates": 1}
 
@@ -737,9 +737,12 @@ def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
                  if "clas" in scored else ""))
         args.duration, args.sample_rate = gen.duration, gen.sample_rate
         return spec, gen, rerank
+    from .metrics.clap import resolve_reference
+
     gen = GenerationConfig(**{k: getattr(args, k) for k in _XP_OPTIONS})
+    # the reference statistics of the FAS-aware objective are cached where `score` caches them
+    cache = str(resolve_reference("//reference/fad_stats", create=True)) if args.fas_weight > 0 else None
     rerank = RerankOptions(clap=ClapSpec(checkpoint=args.clap_checkpoint, amodel=args.clap_model,
                                          device=args.device),
-                           fas_weight=args.fas_weight, reference=args.rerank_reference,
-                           stats_cache=None)
+                           fas_weight=args.fas_weight, reference=args.rerank_reference, stats_cache=cache)
     return args.model, gen, rerank
