@@ -170,6 +170,7 @@ class _Runner:
         self.it = iter(loader)
         self.wait = self.step = 0.0
         self.steps = 0
+        self.each: list[float] = []
         self.peak: dict = {}
 
     def _next(self):
@@ -193,6 +194,7 @@ class _Runner:
                     self.wait += t1 - t0
                     self.step += t2 - t1
                     self.steps += 1
+                    self.each.append(round(t2 - t0, 3))
             return {}
 
         with Peak(self.device) as peak:
@@ -205,7 +207,7 @@ class _Runner:
         total = self.wait + self.step
         return {"steps": self.steps, "s_per_step": round(total / self.steps, 3),
                 "step_s": round(self.step / self.steps, 3),
-                "data_wait_s_per_step": round(self.wait / self.steps, 4), **self.peak}
+                "data_wait_s_per_step": round(self.wait / self.steps, 4), "each_step_s": self.each, **self.peak}
 
 
 def section_train(a: argparse.Namespace) -> dict:
@@ -616,6 +618,11 @@ def _tail(log: Path, n: int = 3000) -> str:
 
 def _build_standins(a: argparse.Namespace, log: Path) -> dict:
     out = Path(a.standins)
+    if (out / "standins.json").is_file():  # never rebuild someone's folder at another depth
+        have = json.loads((out / "standins.json").read_text()).get("depth")
+        if have != a.depth:
+            raise RuntimeError(f"--standins {out} holds stand-ins of depth {have or 'full'}, this run asks for "
+                               f"{a.depth or 'full'}: pass another folder (or --depth {have}, a deviation)")
     cmd = [sys.executable, "-m", "zalo_music.cli", "standins", "--out", str(out)]
     if a.depth:
         cmd += ["--depth", str(a.depth)]
@@ -708,8 +715,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
                    help="autocast on CUDA (the recipe's default: bf16); on CPU the solver turns autocast off")
     p.add_argument("--standins", default=None,
-                   help="stand-in folder to build or reuse (default $ZALO_MUSIC_STANDINS_DIR, else "
-                        "<tmp>/zalo-music-standins-full[-depthN])")
+                   help="stand-in folder to build or reuse; one built at another depth is refused, not rebuilt "
+                        "(default <tmp>/zalo-music-standins-full[-depthN])")
     p.add_argument("--depth", type=int, default=None,
                    help="DEVIATION: cut the stand-in LM/T5/RoBERTa to N layers (default: full depth)")
     p.add_argument("--workdir", default=None, help="data, manifests, token cache and XPs (default: a temp folder)")
@@ -744,13 +751,13 @@ def _resolve(a: argparse.Namespace) -> argparse.Namespace:
         except (OSError, subprocess.SubprocessError):
             ok = False
         a.device = "cuda" if ok else "cpu"
-    a.reduced = []
     for k, v in DEFAULTS[a.device].items():
         if getattr(a, k) is None:
             setattr(a, k, v)
     if a.standins is None:
-        a.standins = os.environ.get("ZALO_MUSIC_STANDINS_DIR") or str(
-            Path(tempfile.gettempdir()) / ("zalo-music-standins-full" + (f"-depth{a.depth}" if a.depth else "")))
+        # Not $ZALO_MUSIC_STANDINS_DIR: the tests keep depth-1 stand-ins there.
+        a.standins = str(Path(tempfile.gettempdir())
+                         / ("zalo-music-standins-full" + (f"-depth{a.depth}" if a.depth else "")))
     a.standin_overrides = json.loads(a._overrides)
     return a
 
@@ -760,6 +767,9 @@ def _sizes(a: argparse.Namespace) -> dict:
 
 
 def _child_main(a: argparse.Namespace) -> int:
+    import importlib
+
+    importlib.import_module("zalo_music")  # its environment (USER, audiocraft's team file) before audiocraft
     import torch
 
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -825,6 +835,7 @@ def main(argv: list[str] | None = None) -> int:
                "--_overrides", json.dumps(standins["overrides"]), "--device", a.device,
                "--standins", a.standins]
         t0 = time.time()
+        load0 = os.getloadavg()
         print(f"[bench_fullshape] {name} ...", flush=True)
         try:
             proc = _run(cmd, env, a.timeout, log)
@@ -835,6 +846,7 @@ def main(argv: list[str] | None = None) -> int:
             err = traceback.format_exc() if not isinstance(exc, RuntimeError) else str(exc)
             result["sections"][name] = {"error": err}
         result["sections"][name]["section_wall_s"] = round(time.time() - t0, 1)
+        result["sections"][name]["load_average_start_end"] = [round(load0[0], 2), round(os.getloadavg()[0], 2)]
         print(f"[bench_fullshape] {name}: {result['sections'][name]['section_wall_s']} s"
               + (" FAILED" if "error" in result["sections"][name] else ""), flush=True)
         save()
