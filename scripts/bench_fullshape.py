@@ -16,7 +16,8 @@ Sections (`--only`), each in its own child process, so its peak memory is its ow
 - `generate`: real-time factor RTF = wall seconds / seconds of audio produced (lower is faster) of
   `zalo_music.generate.generate_batch` at batch 1 and at `--gen-batch`, vs audiocraft's `MusicGen.generate`
   called one description at a time (the seed's way); same model object, descriptions, duration and sampling
-  (top_k 250, cfg 3). `e2e_*`: `zalo-music generate`'s function with MP3s written and verified.
+  (top_k 250, cfg 3). `e2e_*`: `zalo-music generate`'s function with MP3s written and verified. On CUDA each
+  mode first runs an untimed 1-s pass at its own batch size (a new shape's first pass pays CUDA's warm-up).
 - `clap`: CLAP scoring clips/s (10-s clips: decode, 48 kHz window, HTSAT-base audio embedding, RoBERTa text
   embedding) through the scorer's functions (`embed_files`, `embed_text`) batched vs one clip at a time.
 - `loop`: the 30-s loop augmentation in token space (codes tiled 3x) vs the codes of the looped audio, with
@@ -292,17 +293,18 @@ def section_generate(a: argparse.Namespace) -> dict:
             torch.manual_seed(i)
             model.generate([text], progress=False)
 
-    def e2e(batch: int, items: list[str]) -> None:
+    def e2e(batch: int, items: list[str], duration: float | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             js = Path(tmp) / "texts.json"
             js.write_text(json.dumps({f"{1_700_000_000 + i}.mp3": t for i, t in enumerate(items)}))
-            out = generate("bench", js, Path(tmp) / "out", GenerationConfig(duration=a.gen_duration,
+            out = generate("bench", js, Path(tmp) / "out", GenerationConfig(duration=duration or a.gen_duration,
                                                                             batch_size=batch),
                            device=a.device, model=model, quiet=True)
             if out["written"] != len(items):
                 raise RuntimeError(f"generate wrote {out['written']} of {len(items)}: {out}")
 
-    params(min(0.2 if a.device == "cpu" else 1.0, a.gen_duration))
+    warm_s = min(0.2 if a.device == "cpu" else 1.0, a.gen_duration)
+    params(warm_s)
     zalo(1, texts[:1])  # warm-up (first-call allocations, T5, codec)
     seed_way(1, texts[:1])
     b = min(a.gen_batch, a.gen_n)
@@ -315,6 +317,12 @@ def section_generate(a: argparse.Namespace) -> dict:
         modes.append((f"e2e_batch{b}", e2e, b, a.gen_n))
     res: dict = {"modes": {}}
     for name, fn, batch, n in modes:
+        if a.device == "cuda":  # each shape's first pass pays CUDA's warm-up (kernel choice, allocator): untimed
+            params(warm_s)
+            if fn is e2e:
+                e2e(batch, texts[:batch], duration=warm_s)
+            else:
+                fn(batch, texts[:batch])
         params(a.gen_duration)
         with Peak(a.device) as peak:
             t = time.perf_counter()
@@ -331,7 +339,9 @@ def section_generate(a: argparse.Namespace) -> dict:
         m[name]["speedup_vs_zalo_batch1"] = round(base / m[name]["rtf_wall_per_audio_s"], 2)
     seed = m["musicgen_generate_one_at_a_time"]["rtf_wall_per_audio_s"]
     res["speedup_batched_vs_musicgen_one_at_a_time"] = round(seed / m[f"zalo_batch{b}"]["rtf_wall_per_audio_s"], 2)
-    res.update({"duration_s": a.gen_duration, "top_k": gen.top_k, "cfg_coef": gen.cfg_coef,
+    res.update({"warmup": (f"untimed {warm_s:g}-s pass of each mode at its batch size" if a.device == "cuda"
+                           else f"untimed {warm_s:g}-s pass at batch 1 (zalo and MusicGen.generate) before all modes"),
+                "duration_s": a.gen_duration, "top_k": gen.top_k, "cfg_coef": gen.cfg_coef,
                 "lm_params_m": round(sum(p.numel() for p in model.lm.parameters()) / 1e6, 1),
                 "lm_layers": len(model.lm.transformer.layers), "model_load_s": round(load_s, 1),
                 "autocast": getattr(model.autocast, "autocast", None) is not None,
