@@ -14,21 +14,42 @@ import torch
 
 from tests.conftest import PROJECT, run_dora
 
+#: 2-s segments of the 10-s demo clips: what these tests check (optimizer steps, which weights move, condition
+#: dropout, best state) does not depend on the segment length, and each training step is ~5x cheaper.
 BASE = ["solver=zalo/tiny", "dset=zalo/demo", "optim.updates_per_epoch=4", "optim.epochs=1",
-        "dataset.batch_size=4"]
+        "dataset.batch_size=4", "dataset.segment_duration=2"]
 
 
 @pytest.fixture(scope="module")
 def make_solver(demo_manifests):
+    """Build the real solver of `BASE + overrides` in this process.
+
+    audiocraft's random debug EnCodec (`//pretrained/debug_compression_model`) is built once for the module and
+    each solver gets a copy: building it (a k-means init of 4 codebooks) is ~90% of a solver build (3-15 s), and
+    none of these tests depends on the codec's random weights.
+    """
+    import copy
+
     from audiocraft import train as ac_train
+    from audiocraft.models import builders
 
     from zalo_music.train import main
+
+    original = builders.get_debug_compression_model
+    codec = original()
+
+    def cached_codec(device="cpu", sample_rate: int = 32000):
+        if sample_rate != 32000:
+            return original(device, sample_rate)
+        return copy.deepcopy(codec).to(device)
 
     def make(*extra: str):
         xp = main.get_xp([*BASE, *extra])
         return ac_train.get_solver_from_xp(xp, restore=False)
 
-    return make
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(builders, "get_debug_compression_model", cached_codec)
+        yield make
 
 
 def _train_one_epoch(solver) -> None:
@@ -103,7 +124,10 @@ def test_train_front_end_makes_an_xp_dora_sees(demo_source, tmp_path):
         (folder / key).with_suffix(".txt").write_text(data[key])
     cmd = [sys.executable, "-m", "zalo_music.cli", "train", "--dataset_path", str(folder), "--model_id", "tiny",
            "--epochs", "1", "--batch_size", "4", "--grad_acc", "2", "--save_step", "1", "--name", "clips16",
-           "generate.every=100", "evaluate.every=100"]
+           "generate.every=100", "evaluate.every=100",
+           # sizes only (the last "epoch" runs evaluate and generate whatever `every` says)
+           "dataset.valid.num_samples=4", "dataset.evaluate.num_samples=4", "dataset.generate.num_samples=1",
+           "generate.lm.gen_duration=1"]
     proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sig = re.search(r"XP ([0-9a-f]{8}) done", proc.stdout).group(1)
