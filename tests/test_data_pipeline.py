@@ -105,8 +105,12 @@ def test_augmentations_build_30s_datasets(demo_manifests, demo_source, work_root
 def test_tiny_trains_on_each_augmentation(dset, demo_manifests, demo_source):
     prepare(demo_source, demo_source.parent / "audio", "demo", augmentations=["none", "loop", "concat"],
             workers=2, quiet=True)
+    # Sizes only: half batches and a few valid/evaluate/generate items (audiocraft runs evaluate and generate at
+    # the last epoch whatever `every` says). The 30-s segments, the dset's clip duration and the stages are kept.
     argv = ["solver=zalo/tiny", f"dset={dset}", "zalo.dataset=demo", "optim.epochs=1",
-            "optim.updates_per_epoch=2", "generate.every=100", "evaluate.every=100"]
+            "optim.updates_per_epoch=2", "generate.every=100", "evaluate.every=100", "dataset.batch_size=4",
+            "dataset.valid.num_samples=4", "dataset.evaluate.num_samples=4", "dataset.generate.num_samples=2",
+            "generate.lm.gen_duration=1"]
     proc = run_dora("run", *argv)
     folder = xp_of_run(proc.stdout + proc.stderr)
     history = json.loads((folder / "history.json").read_text())  # what `dora info -m` prints (test_dora_e2e)
@@ -116,6 +120,6 @@ def test_tiny_trains_on_each_augmentation(dset, demo_manifests, demo_source):
 
     cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
     expected = 10 if dset == "zalo/prepared" else 30
-    assert cfg.zalo.clip_duration == expected
+    assert cfg.zalo.clip_duration == expected and cfg.dataset.segment_duration == expected
     assert "${zalo.clip_duration}" in OmegaConf.to_yaml(cfg.dataset)  # segment follows the dset
     assert "segment_duration" in OmegaConf.to_yaml(cfg.dataset)

@@ -45,8 +45,10 @@ def test_dora_info_prints_metrics(tiny_xp):
 
 
 def test_continue_from_sig_loads_our_xp(tiny_xp):
-    argv = [*TINY_ARGV, f"continue_from=//sig/{tiny_xp['sig']}", "optim.epochs=1", "generate.every=100",
-            "evaluate.every=100"]
+    # one update: what is checked is where the weights come from, not the training (test_tiny_run_...)
+    argv = [*TINY_ARGV, f"continue_from=//sig/{tiny_xp['sig']}", "optim.epochs=1", "optim.updates_per_epoch=1",
+            "generate.every=100", "evaluate.every=100", "dataset.generate.num_samples=2",
+            "generate.lm.gen_duration=1"]
     proc = run_dora("run", *argv)
     out = proc.stdout + proc.stderr
     assert "Continuing from provided checkpoint" in out
