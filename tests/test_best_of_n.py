@@ -118,6 +118,7 @@ def test_candidates_1_is_todays_bytes(model, texts, tmp_path):
     assert _files(tmp_path / "before") == one
 
 
+@pytest.mark.slow  # 3 best-of-4 runs and 1 best-of-1: 138 s measured on 2 cores shared at load average 8
 def test_best_of_4_keeps_the_best_scored_as_score_does_deterministic_and_resumable(model, texts, rerank,
                                                                                     tmp_path):
     from zalo_music.generate import generate
