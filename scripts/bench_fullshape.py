@@ -714,7 +714,7 @@ def _table(res: dict) -> str:
                                                        strict=True)) + " | |")
     for name, s in sec.items():
         if "error" in s:
-            rows.append(f"| {name} | FAILED | {s['error'].splitlines()[-1][:100] if s['error'] else '?'} | |")
+            rows.append(f"| {name} | FAILED | {s['error'].splitlines()[0][:160] if s['error'] else '?'} | |")
     return "\n".join(rows)
 
 
@@ -850,7 +850,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             proc = _run(cmd, env, a.timeout, log)
             if proc.returncode != 0 or not out.is_file():
-                raise RuntimeError(f"child exited {proc.returncode}:\n{_tail(log)}")
+                tail = _tail(log, 6000)
+                cause = [ln for ln in tail.splitlines() if ln[:1].isalpha() and ("Error" in ln.split(":")[0]
+                                                                                 or "Exception" in ln.split(":")[0])]
+                why = cause[-1] if cause else (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+                                               else "no result file")
+                raise RuntimeError(f"child exited {proc.returncode}: {why}\n{tail}")
             result["sections"][name] = json.loads(out.read_text())
         except Exception as exc:
             err = traceback.format_exc() if not isinstance(exc, RuntimeError) else str(exc)
