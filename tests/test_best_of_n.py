@@ -78,6 +78,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix == ".mp3"}
 
 
+@pytest.mark.slow  # generates the same batch twice (~100 s on 2 loaded cores)
 def test_candidates_1_is_todays_bytes(model, texts, tmp_path):
     """--candidates 1 (the default) is today's code path: same bytes as the pre-best-of-N generate.py (from git
     when the history is there) and as the batch rebuilt from its primitives; no CLAP, no report."""
@@ -165,6 +166,7 @@ def test_best_of_4_keeps_the_best_scored_as_score_does_deterministic_and_resumab
     assert json.loads((tmp_path / "resumed" / "candidates.json").read_text())["items"] == report["items"]
 
 
+@pytest.mark.slow  # a best-of-2 run with CLAP first (~30 s)
 def test_best_of_n_refuses_bad_options_and_mixed_settings(model, texts, rerank, tmp_path):
     from zalo_music.generate import generate
 

@@ -86,6 +86,7 @@ def test_loss_from_tokens_equals_loss_from_audio(token_cache: dict):
     assert ce_tokens == pytest.approx(ce_audio, rel=1e-6, abs=1e-6)
 
 
+@pytest.mark.slow  # tokenizes the demo again with another codec (~30 s)
 def test_stale_cache_is_refused(token_cache: dict, work_root: Path):
     from zalo_music.tokens.encode import tokenize
     from zalo_music.tokens.key import StaleTokenCacheError
