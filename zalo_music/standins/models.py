@@ -121,11 +121,34 @@ def encodec_32khz_config():
                          architectures=["EncodecModel"])
 
 
+def synthetic_music(n: int, seconds: float, g, sample_rate: int = 32000):
+    """`n` clips of chords of decaying tones over noise, peak 0.9: `[n, samples]` float32 (torch).
+
+    Args:
+        n: number of clips.
+        seconds: clip length.
+        g: a `torch.Generator` (the clips are a function of its state).
+        sample_rate: samples per second.
+    """
+    import math
+
+    import torch
+
+    t = torch.arange(int(seconds * sample_rate)) / sample_rate
+    freqs = 55.0 * 2 ** (6 * torch.rand(n, 6, 1, generator=g))  # 55 Hz .. 3.5 kHz
+    onsets = seconds * torch.rand(n, 6, 1, generator=g)
+    env = torch.exp(-3 * (t - onsets).clamp(min=0)) * (t >= onsets)
+    wav = (torch.sin(2 * math.pi * freqs * t) * env).sum(1) + 0.05 * torch.randn(n, len(t), generator=g)
+    return (0.9 * wav / wav.abs().amax(dim=1, keepdim=True)).float()
+
+
 def write_encodec_32khz(snap: Path, depth: int | None, seed: int, texts: list[str]) -> dict:
     """facebook/encodec_32khz: transformers EncodecModel + its feature extractor config (no layers to cut).
 
-    A fresh EncodecModel has all-zero codebooks (every frame would quantize to code 0); they are filled with
-    random vectors so that encoding gives varied codes, as the trained codec does.
+    A fresh EncodecModel has all-zero codebooks (every frame would quantize to code 0), and random N(0, 1)
+    codebooks sit far from what the random encoder outputs (every frame would take the same one or two codes).
+    Each residual stage's codebook is drawn instead from the encoder's own residual frames on synthetic music,
+    so clips quantize to hundreds of codes per codebook, as with the trained codec.
     """
     import torch
     from transformers import EncodecFeatureExtractor, EncodecModel
@@ -133,13 +156,18 @@ def write_encodec_32khz(snap: Path, depth: int | None, seed: int, texts: list[st
     config = encodec_32khz_config()
     torch.manual_seed(seed)
     model = EncodecModel(config).eval()
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        frames = model.encoder(synthetic_music(16, 5.0, g)[:, None]).transpose(1, 2)
+        residual = frames.reshape(-1, config.codebook_dim)  # 16 clips x 250 frames
         for layer in model.quantizer.layers:
             book = layer.codebook
-            book.embed.copy_(torch.randn_like(book.embed))
+            pick = torch.randint(len(residual), (book.embed.shape[0],), generator=g)
+            book.embed.copy_(residual[pick] + 1e-2 * residual.std() * torch.randn(book.embed.shape, generator=g))
             book.embed_avg.copy_(book.embed)
             book.cluster_size.fill_(1.0)
             book.inited.fill_(True)
+            residual = residual - book.embed[torch.cdist(residual, book.embed).argmin(dim=1)]
     model.save_pretrained(snap, safe_serialization=True)
     EncodecFeatureExtractor(feature_size=1, sampling_rate=32000, padding_value=0.0, chunk_length_s=None,
                             overlap=None).save_pretrained(snap)

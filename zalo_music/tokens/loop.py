@@ -37,7 +37,7 @@ def compare_loop(model: tp.Any, split_dir: str | Path, n: int = 4, repeat: int =
     equal, away, first, total_away = [], [], [], 0
     for i in range(min(n, len(codes))):
         wav, sr = audio_read(codes.rows[i]["path"])
-        wav = convert_audio(wav, sr, model.sample_rate, model.channels)
+        wav = convert_audio(wav, sr, model.sample_rate, model.channels).to(next(model.parameters()).device)
         looped, _ = model.encode(wav.repeat(1, repeat)[None])
         looped = looped[0].cpu().numpy()
         tiled = np.tile(codes.codes(i), (1, repeat))
