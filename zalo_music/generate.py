@@ -3,6 +3,8 @@
 Determinism: items are sorted by id and cut into fixed batches of `batch_size`; each batch is seeded from
 (seed, its ids). A batch is skipped only when all its files exist, otherwise it is regenerated whole, so an
 interrupted run finishes with the same bytes as an uninterrupted one (for the same batch size and device).
+`--shard i/n` hands out those whole batches (batch k to shard k mod n), so the shards' files together are
+the unsharded run's bytes.
 
 Safety: every MP3 is re-read before its atomic rename (container, rate, mono, exact frame count, decodes to
 its end), and a rerun re-checks existing files the same way and regenerates the ones that fail (a clip cut short
@@ -208,12 +210,32 @@ def check_items(descriptions: dict, out_dir: Path) -> tuple[list[tuple[str, str,
     return items, errors
 
 
-def shard(items: list, spec: str | None) -> list:
-    """Items of shard `i/n` (0-based), by whole batches so that batches stay identical across shards."""
+def make_batches(items: list, batch_size: int) -> list[list]:
+    """The sorted items cut into consecutive batches of `batch_size` (the last one may be shorter).
+
+    Args:
+        items: (id, text, output path) items, sorted by id (`check_items`).
+        batch_size: items per batch (>= 1).
+    """
+    return [items[k:k + batch_size] for k in range(0, len(items), batch_size)]
+
+
+def shard(batches: list[list], spec: str | None) -> list[list]:
+    """The batches of shard `i/n` (0-based): batch k of the unsharded run goes to shard k mod n.
+
+    Whole batches, never items: a batch's seed comes from its ids (`batch_seed`), so a shard must hold exactly
+    the batches the unsharded run builds, cut from the full sorted item list *before* sharding. Then the union of
+    the shards' files is byte-identical to an unsharded run (same batch size and device). Round-robin rather than
+    contiguous ranges so that shards stay balanced when batches cost differently along the sorted ids.
+
+    Args:
+        batches: every batch of the run, from `make_batches` on the full sorted item list.
+        spec: the `--shard` value `i/n`, or None/"" for all batches.
+    """
     if not spec:
-        return items
+        return batches
     i, n = parse_shard(spec)
-    return items[i::n]
+    return batches[i::n]
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -379,7 +401,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         json_path: `{"<id>.mp3": "<description>"}`.
         out_dir: output folder (files named by the ids).
         gen: sampling options.
-        shard_spec: `i/n` to do only every n-th item starting at i.
+        shard_spec: `i/n` to do only every n-th batch starting at batch i (`shard`).
         device: torch device.
         model: an already loaded MusicGen (tests, benchmarks).
         quiet: no progress bar.
@@ -402,8 +424,9 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     descriptions, duplicates = read_zalo_json(json_path)
     items, errors = check_items({k: v for k, v in descriptions.items() if k not in duplicates}, out)
     errors.update({k: f"duplicate id ({n} times in the JSON)" for k, n in duplicates.items()})
-    items = shard(items, shard_spec)
-    batches = [items[i:i + gen.batch_size] for i in range(0, len(items), gen.batch_size)]
+    # Batch first, then shard: sharding items would regroup them into other batches, with other seeds.
+    batches = shard(make_batches(items, gen.batch_size), shard_spec)
+    items = [it for batch in batches for it in batch]  # this shard's items (temp cleanup below)
     stale = remove_stale_temps(items)
     invalid: list[str] = []
     settings: dict = {}
