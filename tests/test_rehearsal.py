@@ -260,6 +260,75 @@ def test_trainer_front_end_model_id_small(reh: Rehearsal):
     assert "Train Summary | Epoch 1" in out
 
 
+LORA_CHECK = r"""
+import json, sys
+import torch
+from audiocraft.models.loaders import load_lm_model_ckpt
+from zalo_music.solvers.lora import merged_lm_state
+
+from zalo_music.patches import safe_globals
+
+with torch.serialization.safe_globals(safe_globals()):  # what audiocraft pickles (its DictConfig)
+    pkg = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+merged = merged_lm_state(pkg)
+base = load_lm_model_ckpt("facebook/musicgen-small")["best_state"]  # the stand-in's weights, from the hub cache
+targets = tuple(f"{t}.weight" for t in pkg["xp.cfg"]["zalo"]["lora"]["targets"])
+changed = sorted(k for k in base if not torch.equal(merged[k], base[k]))
+print("LORA=" + json.dumps({"keys_match": sorted(merged) == sorted(base), "changed": changed,
+                            "targeted": sorted(k for k in base if k.endswith(targets))}))
+"""
+
+
+def test_lora_xp_of_the_recipe_trains_resumes_and_changes_only_adapters(reh: Rehearsal, trained: dict):
+    """`zalo.lora.rank=8` on the real recipe: stopped (SIGTERM) after epoch 1, then resumed; the checkpoint holds
+    adapters only, under 5% of the full XP's; merged, only the targeted linears differ from musicgen-small's."""
+    import torch
+
+    from zalo_music.patches import safe_globals
+
+    # No classifier-free-guidance dropout: audiocraft drops the text of a whole batch at once (p 0.2), and with
+    # one update per epoch a dropped batch leaves the cross-attention adapters without a gradient.
+    argv = [*RECIPE, *reh.size, "optim.epochs=2", "zalo.lora.rank=8", "zalo.lora.alpha=16",
+            "classifier_free_guidance.training_dropout=0"]
+    start = time.time()
+    log_path = reh.root / "lora_first_run.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dora", "-P", "zalo_music", "run", *argv], cwd=PROJECT,
+                                env=reh.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        folder = None
+        try:
+            while time.time() - start < 600 and proc.poll() is None:
+                text = log_path.read_text()
+                if folder is None and "zalo_music.train" in text:
+                    folder = reh.xp_folder(_sig(text))
+                if folder is not None and len(_history(folder)) >= 1 and (folder / "checkpoint.th").exists():
+                    break
+                time.sleep(0.5)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)  # a scheduler's preemption notice
+            proc.wait(timeout=120)
+    TIMINGS["lora: first run (stopped after epoch 1)"] = {"seconds": round(time.time() - start, 1)}
+    first = log_path.read_text()
+    assert folder is not None and len(_history(folder)) == 1, f"epoch 1 never committed:\n{first[-5000:]}"
+    assert "LoRA r=8 alpha=16" in first, first[-3000:]
+    resumed = reh.dora("lora: resume", "run", *argv)
+    assert "Loading existing checkpoint" in resumed.stdout + resumed.stderr
+    assert len(_history(folder)) == 2
+
+    with torch.serialization.safe_globals(safe_globals()):  # what audiocraft pickles (its DictConfig)
+        pkg = torch.load(folder / "checkpoint.th", map_location="cpu", weights_only=True)
+    assert pkg["model"] and all(".lora_" in k for k in pkg["model"])
+    assert all(".lora_" in k for k in pkg["best_state"]["model"])
+    ratio = (folder / "checkpoint.th").stat().st_size / (trained["folder"] / "checkpoint.th").stat().st_size
+    assert ratio < 0.05, f"the LoRA checkpoint is {ratio:.1%} of the full one"
+
+    check = reh.run("lora: merged vs musicgen-small", ["-c", LORA_CHECK, str(folder / "checkpoint.th")])
+    facts = json.loads(check.stdout.split("LORA=", 1)[1].splitlines()[0])
+    assert facts["keys_match"]
+    assert facts["targeted"] and facts["changed"] == facts["targeted"]  # every adapted linear, nothing else
+
+
 GRID_SCRIPT = r"""
 import importlib, json, pkgutil, sys
 import grids
