@@ -394,8 +394,11 @@ def _folder(argv: list[str]) -> Path:
 
 
 @pytest.mark.e2e
-def test_tiny_xp_with_eval_then_eval_only_xp(demo_manifests, clap_checkpoint):
-    clap = [f"zalo.eval.clap_checkpoint={clap_checkpoint}", "zalo.eval.clap_model=HTSAT-tiny"]
+def test_tiny_xp_with_eval_then_eval_only_xp(demo_manifests, clap_checkpoint, tmp_path):
+    # A stats cache of its own: other tests score the same reference with the same CLAP (a hit here would
+    # depend on the test order).
+    clap = [f"zalo.eval.clap_checkpoint={clap_checkpoint}", "zalo.eval.clap_model=HTSAT-tiny",
+            f"zalo.eval.stats_cache={tmp_path / 'fad_stats'}"]
     # best_metric=clas: the evaluate stage scores the current weights and picks the best state by CLAS
     argv = ["solver=zalo/tiny_eval", *TINY_ARGV[1:], "optim.epochs=1", "optim.updates_per_epoch=2", *clap,
             "zalo.eval.best_metric=clas"]
