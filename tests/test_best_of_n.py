@@ -272,13 +272,14 @@ def test_decoding_grid_ranks_by_clas_and_the_winner_regenerates_the_same_clips(t
     for row in {r["sig"]: r for r in (rows[0], best_of_4)}.values():
         folder = Path(main.dora.dir) / "xps" / row["sig"]
         ev = json.loads((folder / "history.json").read_text())[-1]["evaluate"]
-        descriptions = folder / "eval_generate" / "descriptions.json"
+        scored = folder / "eval_generate" / f"epoch{len(json.loads((folder / 'history.json').read_text()))}"
+        descriptions = scored / "descriptions.json"
         regen = tmp_path / row["sig"]
         assert cli(["generate", "--from-xp", row["sig"], "--json", str(descriptions), "--out", str(regen),
                     "--device", "cpu"]) == 0
         text = capsys.readouterr().out
         assert f"--from-xp {row['sig']}" in text
-        assert _files(regen) == _files(folder / "eval_generate" / "clips")  # the same bytes as scored
+        assert _files(regen) == _files(scored / "clips")  # the same bytes as scored
         if "candidates=4" in row["argv"]:
             assert ev["candidates"] == 4 and "best-of-4" in text and ev["clap"] > ev["clap_first"]
         # score on generate's output == the evaluate stage's CLAS(N)

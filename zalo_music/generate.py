@@ -435,7 +435,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
 
         rerank = rerank or rr.RerankOptions()
         # Everything the chosen bytes depend on: a resumed run with other settings would mix two experiments.
-        settings = {**{k: v for k, v in vars(gen).items()}, **rerank.settings()}
+        settings = {**vars(gen), **rerank.settings()}
         rr.check_settings(out, settings)
 
     def unfinished(batch: list) -> bool:

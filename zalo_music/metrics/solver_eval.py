@@ -91,12 +91,12 @@ def evaluate_clas_as_generate(solver: tp.Any, settings: ClasSettings) -> dict:
     """CLAS of the evaluate split generated exactly as `zalo-music generate` would, then scored as `score` does.
 
     With `zalo.eval.candidates=N` the evaluate stage writes the split's descriptions as a Zalo JSON
-    (`<XP>/eval_generate/descriptions.json`), runs `generate.generate` on the XP's best state with the
+    (`<XP>/eval_generate/epoch<E>/descriptions.json`), runs `generate.generate` on the XP's best state with the
     `zalo.generate.*` decoding and best-of-N (CLAP of `zalo.eval.clap_*`), and scores the MP3s with
     `metrics.score.score_folder` against the evaluate reference. The metrics therefore equal `zalo-music score`
     on `zalo-music generate --from-xp <SIG>` output (tests/test_best_of_n.py checks it). The clips, the
-    best-of-N report (`candidates.json`, N > 1) and the score report stay in `<XP>/eval_generate/` (a rerun
-    reuses finished clips: same seed, same bytes). Rank 0 does the work; the other ranks read its score.
+    best-of-N report (`candidates.json`, N > 1) and the score report stay in `<XP>/eval_generate/epoch<E>/` (a
+    resumed evaluate of that epoch reuses finished clips: same seed, same bytes). Rank 0 does the work; the other ranks read its score.
 
     Args:
         solver: a `ZaloMusicGenSolver` in eval mode (its best state swapped in by the caller).
@@ -105,6 +105,7 @@ def evaluate_clas_as_generate(solver: tp.Any, settings: ClasSettings) -> dict:
         `score`'s metrics plus `candidates`, `n_empty_descriptions` and, for N > 1, `clap_first` (the mean
         CLAP candidate 0 alone would have had: what best-of-N gained).
     """
+    import dataclasses
     import json
     from pathlib import Path
 
@@ -125,7 +126,9 @@ def evaluate_clas_as_generate(solver: tp.Any, settings: ClasSettings) -> dict:
     descriptions, n_empty = evaluate_split_descriptions(solver)
     if not descriptions:
         raise ValueError("CLAS evaluation: every item of the evaluate split has an empty description")
-    folder = Path(solver.folder) / "eval_generate"
+    # One folder per epoch: generate skips clips that already exist, which is right for a resumed evaluate of
+    # the same epoch but would re-score an earlier epoch's clips after more training.
+    folder = Path(solver.folder) / "eval_generate" / f"epoch{solver.epoch}"
     score_path = folder / "score.json"
     if flashy.distrib.is_rank_zero():
         json_path = folder / "descriptions.json"
@@ -138,8 +141,7 @@ def evaluate_clas_as_generate(solver: tp.Any, settings: ClasSettings) -> dict:
         model = MusicGen(f"xp/{solver.xp.sig}", solver.compression_model, solver.model,
                          max_duration=float(cfg.dataset.segment_duration))
         rerank = rerank_options_from_cfg(cfg, reference_path(cfg))
-        rerank = type(rerank)(clap=settings.clap, fas_weight=rerank.fas_weight, reference=rerank.reference,
-                              stats_cache=settings.stats_cache)
+        rerank = dataclasses.replace(rerank, clap=settings.clap, stats_cache=settings.stats_cache)
         cuda = [torch.cuda.current_device()] if str(solver.device).startswith("cuda") else []
         with torch.random.fork_rng(devices=cuda):  # generate seeds per batch: leave training's RNG alone
             summary = generate(str(folder), json_path, folder / "clips", gen, model=model, quiet=True,
