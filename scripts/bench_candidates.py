@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: command-line arguments (default: sys.argv).
     """
+    from zalo_music.runtime import prepare
+
+    prepare()  # entry point: audiocraft's environment and zalo_music's patches before audiocraft is imported
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=16, help="descriptions")
     p.add_argument("--batch", type=int, default=8, help="descriptions per LM pass (N=4: 4x as many sequences)")

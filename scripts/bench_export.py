@@ -55,7 +55,6 @@ def build_xp(folder: Path, n_params: int, optimizer_params: int | None = None) -
     """
     import torch
 
-    import zalo_music  # noqa: F401  (environment before audiocraft)
     from zalo_music.tokens.encode import compose_config
 
     cfg = compose_config(["solver=zalo/tiny", "dset=zalo/demo"])
@@ -123,6 +122,9 @@ def measure(method: str, xp: Path, out: Path) -> dict:
 
 
 def main() -> None:
+    from zalo_music.runtime import prepare
+
+    prepare()  # entry point: audiocraft's environment and zalo_music's patches before audiocraft is imported
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=float, default=120e6, help="LM parameters (musicgen-small: 420e6)")
     parser.add_argument("--methods", default="full,lazy", help="comma list of full, lazy")

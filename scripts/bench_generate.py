@@ -91,6 +91,9 @@ def time_decode(model, batch: int, duration: float) -> dict:
 
 
 def main() -> None:
+    from zalo_music.runtime import prepare
+
+    prepare()  # entry point: audiocraft's environment and zalo_music's patches before audiocraft is imported
     p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
     p.add_argument("--n", type=int, default=64, help="descriptions")
     p.add_argument("--batch", type=int, default=16, help="batch size of the batched phase")

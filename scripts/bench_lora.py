@@ -103,6 +103,9 @@ def _worker(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    from zalo_music.runtime import prepare
+
+    prepare()  # entry point: audiocraft's environment and zalo_music's patches before audiocraft is imported
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--scales", default="small", help="comma list of audiocraft LM scales (small, medium, large)")

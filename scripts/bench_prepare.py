@@ -69,7 +69,6 @@ def run_prepare(js: Path, audio: Path, work: Path, workers: int, tag: str) -> di
 
 
 def baseline(files: list[Path], out: Path) -> float:
-    import zalo_music  # noqa: F401, I001  (before audiocraft: environment + patches)
     from audiocraft.data.audio import audio_read, audio_write
     from audiocraft.data.audio_utils import convert_audio
 
@@ -108,6 +107,9 @@ def ffmpeg(files: list[Path], out: Path, workers: int) -> float:
 
 
 def main() -> None:
+    from zalo_music.runtime import prepare
+
+    prepare()  # entry point: audiocraft's environment and zalo_music's patches before audiocraft is imported
     p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
     p.add_argument("--clips", type=int, default=500, help="number of input clips (>= 500 for the figures)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for prepare and ffmpeg")

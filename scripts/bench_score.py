@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: command-line arguments (default: sys.argv).
     """
+    from zalo_music.runtime import prepare
+
+    prepare()  # entry point: audiocraft's environment and zalo_music's patches before audiocraft is imported
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n", type=int, default=1000, help="clips scored batched")
     p.add_argument("--n-single", type=int, default=100, help="clips scored one at a time (rate measured)")
@@ -88,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import numpy as np
 
-    import zalo_music  # noqa: F401
     from zalo_music.metrics.clap import ClapSpec, get_embedder
     from zalo_music.metrics.evaluator import ClasSettings, embed_files
     from zalo_music.metrics.reference import reference_stats
@@ -144,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench_rate(ckpt: str, model: str, n: int, batch: int) -> dict:
     """CLAP audio embedding throughput (decode + window + forward) on `n` synthetic 10-s clips."""
-    import zalo_music  # noqa: F401
     from zalo_music.metrics.clap import ClapSpec, get_embedder
     from zalo_music.metrics.evaluator import embed_files
 

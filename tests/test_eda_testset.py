@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import SHARED
 from zalo_music.cli import main as cli
+from zalo_music.data.eda import write_report
 from zalo_music.data.testset import prepare_test
-from zalo_music.eda import write_report
 
 
 @pytest.mark.skipif(not (SHARED / "train.json").is_file(),

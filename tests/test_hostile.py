@@ -451,7 +451,8 @@ class Evil:
     def __reduce__(self):
         return (os.system, ("touch {pwned}",))
 torch.save({{"best_state": {{}}, "xp.cfg": "", "evil": Evil()}}, "{tmp_path}/state_dict.bin")
-import zalo_music  # the patch
+from zalo_music.runtime import prepare
+prepare()  # the patch
 try:  # exactly how audiocraft/models/loaders.py calls it: no weights_only, which the variable would flip
     torch.load("{tmp_path}/state_dict.bin", map_location="cpu")
 except pickle.UnpicklingError:

@@ -9,7 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import zalo_music  # noqa: F401  (applies the allow-list)
+from zalo_music.runtime import prepare
+
+prepare()  # the allow-list and safe loading under test (conftest ran it already; idempotent)
 
 
 class _Evil:

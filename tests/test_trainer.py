@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from zalo_music.trainer import overrides
+from zalo_music.classic_train import overrides
 
 DEFAULTS = dict(model_id="small", lr=1e-5, epochs=100, use_wandb=0, save_step=None, no_label=0, tune_text=0,
                 weight_decay=1e-5, grad_acc=2, warmup_steps=16, batch_size=4, use_cfg=0, cfg_p=0.3, name="ds")
@@ -55,7 +55,7 @@ def test_bad_options_are_refused():
 
 
 def test_cpu_is_chosen_only_without_cuda_and_without_a_user_device():
-    from zalo_music.trainer import device_overrides
+    from zalo_music.classic_train import device_overrides
 
     argv = overrides(DEFAULTS, n_train=100)
     assert device_overrides(argv, cuda=False) == ["device=cpu"]

@@ -1,10 +1,10 @@
-"""zalo-music: fine-tune MusicGen with Audiocraft + Dora and score it the Zalo AI 2023 way (CLAS)."""
+"""zalo-music: fine-tune MusicGen with Audiocraft + Dora and score it the Zalo AI 2023 way (CLAS).
 
-from .env import setup_environment
-from .patches import apply as _apply_patches
+Importing the package has no side effects: entry points call `zalo_music.runtime.prepare()` (environment
+variables for audiocraft, upstream patches) before audiocraft is imported.
+"""
+
+from .runtime import prepare  # cheap: runtime imports nothing until prepare() runs
 
 __version__ = "0.1.0"
-
-# audiocraft reads its environment and imports laion_clap at import time: prepare both first.
-setup_environment()
-_apply_patches()
+__all__ = ["prepare", "__version__"]

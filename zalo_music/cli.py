@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -83,7 +82,7 @@ def _cmd_prepare_test(args: argparse.Namespace) -> int:
 
 
 def _cmd_eda(args: argparse.Namespace) -> int:
-    from .eda import write_report
+    from .data.eda import write_report
 
     write_report(args.json, args.out, test_json=args.test_json, dataset=args.dataset,
                  audio_sample=args.audio_sample)
@@ -173,34 +172,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-#: Sub-commands whose `register` module imports torch at module level (metrics/cli.py -> metrics/clap.py):
-#: `build_parser(command)` registers them in full only when `command` is theirs, so `zalo-music --help` and
-#: every other sub-command stay free of torch/audiocraft (tests/test_cli_help.py). name -> (module, function,
-#: the one-line help of the real parser: test_cli_help checks that both say the same).
-_HEAVY_REGISTER = {
-    "score": ("zalo_music.metrics.cli", "register",
-              "CLAP / FAD / FAS / CLAS of a folder of clips against a Zalo JSON (+ per-item JSON report)"),
-}
-
-
-def _not_registered(name: str) -> tp.Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise RuntimeError(f"sub-command {name!r} was listed but not registered: build_parser({name!r})")
-    return run
-
-
-def chosen_command(argv: list[str]) -> str | None:
-    """The sub-command named on a command line (the first word that is not an option), or None."""
-    return next((a for a in argv if not a.startswith("-")), None)
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs).
+    """The argument parser (exposed for tests and docs): every sub-command registered in full.
+
+    Each sub-command's module is light at import (torch, audiocraft & co. are imported inside the command), so
+    building the whole parser keeps `zalo-music --help` fast (tests/test_cli_help.py).
 
     Args:
-        command: the sub-command about to run (`chosen_command(argv)`): the heavy sub-commands other than it
-            are listed with their help line only. None: every sub-command in full (tests, docs).
+        command: accepted for callers written when some sub-commands were registered only when chosen; it no
+            longer changes the parser.
     """
+    del command  # every sub-command is registered the same way now
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="zalo-music", formatter_class=fmt,
                                 description="Fine-tune MusicGen with Audiocraft + Dora; score with CLAS.")
@@ -330,16 +312,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="expected channels per clip (0: any)")
     v.set_defaults(func=_cmd_validate)
 
-    from .standins.cli import register as register_standins  # each is light at import: keeps --help fast
+    from .classic_train import register as register_train  # each is light at import: keeps --help fast
+    from .metrics.cli import register as register_score
+    from .standins.cli import register as register_standins
     from .tokens.cli import register as register_tokenize
-    from .trainer import register as register_train
     from .webdemo import register as register_demo
 
-    for name, (module, func, help_text) in _HEAVY_REGISTER.items():
-        if command is None or command == name:
-            getattr(importlib.import_module(module), func)(sub)
-        else:  # listed by `zalo-music --help`; its options (and its imports) come only when it is chosen
-            sub.add_parser(name, help=help_text, add_help=False).set_defaults(func=_not_registered(name))
+    register_score(sub)
     register_standins(sub)
     register_tokenize(sub)
     register_train(sub)
@@ -385,10 +364,19 @@ def main(argv: list[str] | None = None) -> int:
 
     One error boundary for every command: an error becomes one line on stderr naming the file and the fix,
     exit code 2; `--debug` (or ZALO_MUSIC_DEBUG=1) re-raises it with its traceback.
+
+    Args:
+        argv: the arguments after the program name (None: `sys.argv[1:]`).
+    Returns:
+        The exit status.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(chosen_command(argv) or "").parse_args(argv)
+    args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("ZALO_MUSIC_DEBUG") == "1"
+    # After parsing, so `--help` and usage errors stay instant: the environment probe may take 2 s.
+    from .runtime import prepare
+
+    prepare()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """Every workaround for an upstream problem lives here, each naming the upstream file and why.
 
-`apply()` is idempotent and runs when `zalo_music` is imported, before audiocraft is. The torch patches
+`apply()` is idempotent and runs from `zalo_music.runtime.prepare()`, before audiocraft is imported (never at
+import of `zalo_music`). The torch patches
 (checkpoint allow-list, safe loading) are applied as soon as torch is imported, not before: importing torch
 costs ~600 MB of RSS that data commands do not need.
 """

@@ -7,15 +7,19 @@ Dora's signatures cover ours.
 
 from __future__ import annotations
 
-# ruff: noqa: I001  (zalo_music must be imported before audiocraft: it sets audiocraft's environment)
+# ruff: noqa: I001  (prepare() must run before audiocraft is imported: audiocraft reads its environment then)
 
 import logging
 import os
 import signal
 import warnings
 
-import zalo_music  # noqa: F401  (environment + upstream patches before audiocraft is imported)
+from zalo_music.runtime import prepare
 from zalo_music.env import CONFIG_DIR
+
+# `dora -P zalo_music` imports this module as the entry point: environment (also read by the dset configs'
+# ${oc.env:ZALO_MUSIC_MANIFEST_DIR}) and upstream patches, before audiocraft below.
+prepare()
 
 import flashy  # noqa: E402
 from audiocraft import train as ac_train  # noqa: E402

@@ -334,6 +334,9 @@ def serve(models: list[str] | tuple[str, ...] = (), host: str = "127.0.0.1", por
     Returns:
         The launched `gradio.Blocks` (call `.close()` to stop it).
     """
+    from .runtime import prepare
+
+    prepare()  # the launcher is an entry point: audiocraft's environment and patches before any model loads
     import gradio as gr
 
     if not is_loopback(host):

@@ -10,6 +10,9 @@ The checkpoint is loaded by us with `torch.load(weights_only=True)` (laion-clap'
 that one call (`load_clap_checkpoint`), then given the same treatment as laion-clap's
 `clap_module.factory.load_state_dict`: `state_dict` unwrapped, `module.` prefixes and the
 `text_branch.embeddings.position_ids` buffer (not a parameter in transformers >= 4.31) dropped.
+
+torch is imported inside the functions that use it: `zalo-music score --help` (whose options name this module's
+constants) and `zalo-music --help` stay free of torch (tests/test_cli_help.py).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import typing as tp
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import MetricUnavailableError
 
@@ -107,6 +109,9 @@ def resolve_reference(value: str | os.PathLike, create: bool = False) -> Path:
     value = str(value)
     if not value.startswith("//reference"):
         return Path(value).expanduser()
+    from zalo_music.runtime import prepare
+
+    prepare()  # AUDIOCRAFT_REFERENCE_DIR from ZALO_MUSIC_REFERENCE_DIR, before audiocraft reads it (notebooks)
     from audiocraft.environment import AudioCraftEnvironment
 
     ref = AudioCraftEnvironment.get_reference_dir()
@@ -221,6 +226,8 @@ def load_clap_checkpoint(path: str | os.PathLike) -> tp.Any:
     """
     import pickle
 
+    import torch
+
     path = Path(path)
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
@@ -264,6 +271,8 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
 
 
 def _state_dict(ckpt: tp.Any, path: Path) -> dict:
+    import torch
+
     state = ckpt["state_dict"] if isinstance(ckpt, dict) and "state_dict" in ckpt else ckpt
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MetricUnavailableError(f"CLAP checkpoint {path} holds no state dict of tensors (keys: "
@@ -325,6 +334,11 @@ class ClapEmbedder:
         self.checkpoint_sha256 = file_sha256(self.checkpoint)
         self.identity = (f"{spec.amodel}/{spec.tmodel}/sha256:{self.checkpoint_sha256}/"
                          f"laion-clap-{laion_clap_version()}/{EMBED_VERSION}/{PREP_VERSION}")
+        import torch
+
+        from zalo_music.runtime import prepare
+
+        prepare()  # laion_clap's import guard (tokenizers from the hub at import), also when used from a notebook
         try:
             import laion_clap
         except ImportError as exc:
@@ -345,7 +359,6 @@ class ClapEmbedder:
         self.module.eval()
         logger.info("CLAP %s loaded from %s", spec.amodel, self.checkpoint)
 
-    @torch.no_grad()
     def embed_text(self, texts: tp.Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """L2-normalised `[N, 512]` text embeddings.
 
@@ -353,12 +366,14 @@ class ClapEmbedder:
             texts: descriptions.
             batch_size: texts per forward pass (default: the spec's).
         """
+        import torch
+
         bs = batch_size or self.spec.batch_size
         texts = [str(t) for t in texts]
-        out = [self.module.get_text_embedding(texts[i:i + bs]) for i in range(0, len(texts), bs)]
+        with torch.no_grad():
+            out = [self.module.get_text_embedding(texts[i:i + bs]) for i in range(0, len(texts), bs)]
         return _normalise(np.concatenate(out) if out else np.zeros((0, 512), np.float32))
 
-    @torch.no_grad()
     def embed_windows(self, windows: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """L2-normalised `[N, 512]` audio embeddings of `clap_window` outputs.
 
@@ -371,9 +386,12 @@ class ClapEmbedder:
         windows = np.asarray(windows, dtype=np.float32)
         if windows.ndim != 2 or (windows.shape[0] and windows.shape[1] != WINDOW):
             raise ValueError(f"expected [N, {WINDOW}] windows, got {windows.shape}")
+        import torch
+
         bs = batch_size or self.spec.batch_size
-        out = [self.module.get_audio_embedding_from_data(windows[i:i + bs])
-               for i in range(0, windows.shape[0], bs)]
+        with torch.no_grad():
+            out = [self.module.get_audio_embedding_from_data(windows[i:i + bs])
+                   for i in range(0, windows.shape[0], bs)]
         return _normalise(np.concatenate(out) if out else np.zeros((0, 512), np.float32))
 
 

@@ -44,8 +44,10 @@ def build_clap_checkpoint(path: str | os.PathLike, amodel: str = "HTSAT-base", t
     import numpy as np
     import torch
 
-    import zalo_music  # noqa: F401  (laion_clap import guard, before laion_clap)
     from zalo_music.fileio import atomic_path
+    from zalo_music.runtime import prepare
+
+    prepare()  # laion_clap import guard, before laion_clap
 
     laion_clap = importlib.import_module("laion_clap")
     path = Path(path)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.prepare import normalize_description
-from .data.vocab import parse_description
-from .data.zalo_json import read_zalo_json
-from .fileio import atomic_path, write_json
+from ..fileio import atomic_path, write_json
+from .prepare import normalize_description
+from .vocab import parse_description
+from .zalo_json import read_zalo_json
 
 
 def _bar(ax, counter: collections.Counter, title: str, top: int = 20) -> None:
@@ -76,8 +76,8 @@ def audio_stats(dataset: str, sample: int = 2000) -> dict:
     """Durations (all clips, from the manifests) and RMS loudness (up to `sample` clips) of a prepared dataset."""
     import soundfile as sf
 
-    from . import env
-    from .data.manifest import read_manifest
+    from .. import env
+    from .manifest import read_manifest
 
     root = env.manifest_dir() / dataset
     rows = [r for split in ("train", "valid") if (root / split).exists() for r in read_manifest(root / split)]
