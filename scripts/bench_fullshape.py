@@ -216,7 +216,6 @@ def section_train(a: argparse.Namespace) -> dict:
     from audiocraft import train as ac_train
     from audiocraft.solvers import builders
 
-    import zalo_music  # noqa: F401  (environment before audiocraft's config)
     from zalo_music.tokens.encode import tokenize
     from zalo_music.train import main
 
@@ -260,7 +259,6 @@ def section_train(a: argparse.Namespace) -> dict:
 def section_generate(a: argparse.Namespace) -> dict:
     import torch
 
-    import zalo_music  # noqa: F401
     from zalo_music.data.demo import make_specs
     from zalo_music.generate import GenerationConfig, generate, generate_batch, load_model
 
@@ -373,7 +371,6 @@ def _write_clips(folder: Path, n: int, seconds: float, seed: int) -> dict[str, s
 def section_clap(a: argparse.Namespace) -> dict:
     import torch
 
-    import zalo_music  # noqa: F401
     from zalo_music.metrics.clap import ClapSpec, checkpoint_info, get_embedder
     from zalo_music.metrics.evaluator import embed_files
 
@@ -471,7 +468,6 @@ def section_loop(a: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    import zalo_music  # noqa: F401
     from zalo_music.tokens.encode import compose_config, load_codec, tokenize
     from zalo_music.tokens.loop import compare_loop
     from zalo_music.tokens.store import SplitCodes
@@ -793,6 +789,9 @@ def _child_main(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zalo_music.runtime import prepare
+
+    prepare()  # entry point: audiocraft's environment and zalo_music's patches before audiocraft is imported
     argv = sys.argv[1:] if argv is None else argv
     a = _resolve(_parser().parse_args(argv))
     if a._child:

@@ -23,9 +23,11 @@ def _setup(root: Path, clips: int) -> None:
     os.environ.update({"ZALO_MUSIC_DORA_DIR": str(root / "outputs"), "AUDIOCRAFT_DORA_DIR": str(root / "outputs"),
                        "ZALO_MUSIC_DATA_DIR": str(root / "data"), "ZALO_MUSIC_MANIFEST_DIR": str(root / "manifests"),
                        "HF_HUB_OFFLINE": "1"})
-    import zalo_music  # noqa: F401  (environment before audiocraft)
     from zalo_music.data.demo import build_demo
     from zalo_music.data.prepare import prepare
+    from zalo_music.runtime import prepare as prepare_runtime
+
+    prepare_runtime()  # after the variables above: it exports them to audiocraft
 
     src = build_demo(root / "data" / "demo_source", n=clips)
     prepare(src, src.parent / "audio", "demo", workers=2, quiet=True)

@@ -23,6 +23,11 @@ os.environ.update({
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
 })
+# Tests are an entry point: audiocraft's environment and zalo_music's upstream patches, once, before any test
+# module imports audiocraft (importing zalo_music no longer does it).
+from zalo_music.runtime import prepare  # noqa: E402
+
+prepare()
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT.parent / "shared" / "data" / "zalo2023"

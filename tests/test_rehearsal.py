@@ -262,7 +262,8 @@ def test_trainer_front_end_model_id_small(reh: Rehearsal):
 
 LORA_CHECK = r"""
 import json, sys
-import zalo_music  # its environment before audiocraft's import
+from zalo_music.runtime import prepare
+prepare()  # its environment and safe-load allow-list before audiocraft's import
 import torch
 from audiocraft.models.loaders import load_lm_model_ckpt
 from zalo_music.solvers.lora import merged_lm_state
@@ -284,8 +285,9 @@ def test_lora_xp_of_the_recipe_trains_resumes_and_changes_only_adapters(reh: Reh
 
     # Allow-lists what audiocraft pickles (its DictConfig) for the whole process. Not torch's safe_globals()
     # context manager: on exit it removes its types from the allow-list even when they were there before.
-    import zalo_music  # noqa: F401
+    from zalo_music.runtime import prepare
 
+    prepare()  # already run by conftest; said here because this test relies on it
     # No classifier-free-guidance dropout: audiocraft drops the text of a whole batch at once (p 0.2), and with
     # one update per epoch a dropped batch leaves the cross-attention adapters without a gradient.
     argv = [*RECIPE, *reh.size, "optim.epochs=2", "zalo.lora.rank=8", "zalo.lora.alpha=16",

@@ -154,6 +154,9 @@ def load_model(spec: str, device: str | None = None):
         spec: model reference.
         device: torch device (default: cuda if available).
     """
+    from .runtime import prepare
+
+    prepare()  # audiocraft's environment, import guard and safe-load allow-list, before audiocraft (notebooks)
     from audiocraft.models import MusicGen
 
     from . import env
