@@ -19,7 +19,7 @@ of what each XP's overrides say):
 - `ZALO_DECODING_FROM`: the weights, `//sig/<training SIG>` or `//pretrained/<name>`; unset: the recipe's own
   `continue_from` (pretrained musicgen-small for the default recipe).
 - `ZALO_DECODING_SOLVER` / `ZALO_DECODING_DSET`: recipe and data (default `zalo/musicgen_small_ft`,
-  `zalo/prepared`; the tiny CPU rehearsal uses `zalo/tiny_eval`, `zalo/demo`).
+  `zalo/prepared`; the tiny CPU rehearsal uses `zalo/tiny`, `zalo/demo`).
 - `ZALO_DECODING_OVERRIDES`: extra `key=value` overrides for every XP, space-separated (e.g. the CLAP:
   `zalo.eval.clap_checkpoint=... zalo.eval.clap_model=HTSAT-tiny`).
 - `ZALO_DECODING_SWEEP`: `full` (default, 16 XPs) or `quick` (3 XPs: defaults at N=1 and N=4, cfg_coef 1.5).

@@ -9,7 +9,7 @@ t5-base; CLAP HTSAT-base in laion's checkpoint layout) runs against the project'
 Sections (`--only`), each in its own child process, so its peak memory is its own:
 
 - `train`: seconds per training step (audiocraft's `run_step`: forward, backward, AdamW, scheduler) from audio
-  (`dset=zalo/prepared`: decode + EnCodec encode inside the step) vs from tokens (`dset=zalo/prepared_tokens`,
+  (`dset=zalo/prepared`: decode + EnCodec encode inside the step) vs from tokens (`train_from=tokens`,
   the cache `zalo-music tokenize` writes). ONE solver holds the model and optimizer; the two paths feed it
   batches from their own train loaders (the token solver dispatches on the batch type), in alternating rounds
   after untimed warm-up steps. Same batch size and segment duration.
@@ -148,7 +148,7 @@ def _autocast_overrides(device: str, dtype: str) -> list[str]:
 
 def _recipe_argv(a: argparse.Namespace, tokens: bool) -> list[str]:
     """The real recipe plus size overrides only (as the rehearsal does), on the benchmark's dataset."""
-    return [RECIPE, "dset=zalo/prepared_tokens" if tokens else "dset=zalo/prepared", f"zalo.dataset={DATASET}",
+    return [RECIPE, "dset=zalo/prepared", *(["train_from=tokens"] if tokens else []), f"zalo.dataset={DATASET}",
             f"device={a.device}", f"dataset.batch_size={a.batch}", f"dataset.num_workers={a.num_workers}",
             f"dataset.segment_duration={a.segment}", "optim.updates_per_epoch=1",
             "dataset.valid.num_samples=2", "dataset.evaluate.num_samples=2", "dataset.generate.num_samples=1",

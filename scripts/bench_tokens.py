@@ -1,7 +1,7 @@
 """Training steps/s from precomputed tokens vs from audio: same tiny solver, same CPU, side by side.
 
 Builds the demo dataset in a temporary folder, tokenizes it, then builds two `solver=zalo/tiny` solvers
-in-process (dset=zalo/demo: audio; dset=zalo/demo_tokens: tokens) and runs real training steps
+in-process (dset=zalo/demo: audio; plus train_from=tokens: tokens) and runs real training steps
 (`run_step`: forward, backward, optimizer) in alternating rounds, timing separately the wait on the
 dataloader (`next(iter)`) and the step itself (for audio it includes the codec encode).
 
@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     from zalo_music.tokens.encode import tokenize
 
     t0 = time.time()
-    summary = tokenize(["solver=zalo/tiny", "dset=zalo/demo_tokens"], quiet=True)
+    summary = tokenize(["solver=zalo/tiny", "dset=zalo/demo"], quiet=True)
     tokenize_s = time.time() - t0
     runners = {"audio": Runner(_solver(["solver=zalo/tiny", "dset=zalo/demo"])),
-               "tokens": Runner(_solver(["solver=zalo/tiny", "dset=zalo/demo_tokens"]))}
+               "tokens": Runner(_solver(["solver=zalo/tiny", "dset=zalo/demo", "train_from=tokens"]))}
     for r in runners.values():
         r.run(args.warmup, timed=False)
     per_round = max(1, args.steps // args.rounds)

@@ -54,8 +54,8 @@ def demo_manifests(demo_source: Path) -> dict:
     return prepare(demo_source, demo_source.parent / "audio", "demo", workers=2, quiet=True)
 
 
-#: The demo dataset trained from codec tokens (`dset=zalo/demo_tokens`).
-DEMO_TOKEN_ARGV = ["solver=zalo/tiny", "dset=zalo/demo_tokens"]
+#: The demo dataset trained from codec tokens.
+DEMO_TOKEN_ARGV = ["solver=zalo/tiny", "dset=zalo/demo", "train_from=tokens"]
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +78,10 @@ def run_dora(*args: str, env: dict | None = None, check: bool = True, timeout: i
     """Run `python -m dora -P zalo_music ARGS` in a child process from the project root."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "dora", "-P", "zalo_music", *args], cwd=PROJECT,
-                          env=full_env, text=True, capture_output=True, timeout=timeout)
+    from zalo_music.procutil import dora_command
+
+    proc = subprocess.run(dora_command(*args), cwd=PROJECT, env=full_env, text=True, capture_output=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"dora {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-6000:]}")

@@ -251,7 +251,7 @@ def test_decoding_grid_ranks_by_clas_and_the_winner_regenerates_the_same_clips(t
     from zalo_music.metrics.score import score_folder
     from zalo_music.train import main
 
-    env = {"ZALO_DECODING_FROM": f"//sig/{tiny_xp['sig']}", "ZALO_DECODING_SOLVER": "zalo/tiny_eval",
+    env = {"ZALO_DECODING_FROM": f"//sig/{tiny_xp['sig']}", "ZALO_DECODING_SOLVER": "zalo/tiny",
            "ZALO_DECODING_DSET": TINY_ARGV[1].split("=", 1)[1], "ZALO_DECODING_SWEEP": "quick",
            "ZALO_DECODING_OVERRIDES": f"zalo.eval.clap_checkpoint={clap_checkpoint} zalo.eval.clap_model=HTSAT-tiny "
                                       f"zalo.generate.duration={DURATION}"}
@@ -270,7 +270,7 @@ def test_decoding_grid_ranks_by_clas_and_the_winner_regenerates_the_same_clips(t
     assert [r["clas"] for r in rows] == sorted((r["clas"] for r in rows), reverse=True) and rows[0]["best"]
     best_of_4 = next(r for r in rows if "candidates=4" in r["argv"])
     for row in {r["sig"]: r for r in (rows[0], best_of_4)}.values():
-        folder = Path(main.dora.dir) / "xps" / row["sig"]
+        folder = main.get_xp_from_sig(row["sig"]).folder
         ev = json.loads((folder / "history.json").read_text())[-1]["evaluate"]
         scored = folder / "eval_generate" / f"epoch{len(json.loads((folder / 'history.json').read_text()))}"
         descriptions = scored / "descriptions.json"

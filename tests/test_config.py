@@ -21,7 +21,7 @@ def main():
 def test_tiny_recipe_composes_on_audiocraft_defaults(main):
     cfg = main.get_xp(["solver=zalo/tiny"]).cfg
     assert cfg.solver == "zalo_musicgen"
-    assert cfg.device == "cpu" and cfg.autocast is False
+    assert cfg.device == "cpu" and cfg.autocast is True  # the real recipe's; the registry turns it off on CPU
     assert cfg.compression_model_checkpoint == "//pretrained/debug_compression_model"
     assert cfg.conditioners.description.model == "lut"
     assert cfg.conditioners.description.lut.tokenizer == "noop"
@@ -157,3 +157,85 @@ def test_train_loader_shorter_than_an_epoch_is_refused(main):
         check_epoch_length(cfg, [None] * 8)
     check_epoch_length(cfg, [None] * 9)
     check_epoch_length(cfg, None)
+
+
+RECIPES = {"real": ["solver=zalo/musicgen_small_ft"], "tiny": ["solver=zalo/tiny"]}
+DSETS = ["dset=zalo/demo", "dset=zalo/prepared", "dset=zalo/prepared_loop30", "dset=zalo/prepared_concat30"]
+TRAIN_FROM = ["train_from=audio", "train_from=tokens", "train_from=tokens_loop30"]
+
+
+def _read_every_zalo_key(cfg) -> dict:
+    """Call every function that reads `zalo.*` on `cfg` (struct mode: an undeclared key raises)."""
+    from types import SimpleNamespace
+
+    from zalo_music.generate import generation_config_from_cfg, rerank_options_from_cfg
+    from zalo_music.metrics.solver_eval import reference_path, settings_from_cfg
+    from zalo_music.solvers.lora import LoraSettings
+    from zalo_music.solvers.musicgen import ZaloMusicGenSolver, check_segment_policy
+    from zalo_music.solvers.registry import _warn_padding
+    from zalo_music.tokens.encode import cache_root, dataset_name, encoded_unit, split_manifest, token_repeat
+    from zalo_music.tokens.resolve import tokens_enabled
+
+    holder = SimpleNamespace(cfg=cfg)
+    check_segment_policy(cfg)
+    _warn_padding(cfg)
+    return {"clas": settings_from_cfg(cfg), "reference": reference_path(cfg), "lora": LoraSettings.from_cfg(cfg),
+            "generate": generation_config_from_cfg(cfg), "rerank": rerank_options_from_cfg(cfg),
+            "best": ZaloMusicGenSolver.best_choice.fget(holder), "grad_acc": ZaloMusicGenSolver.grad_acc.fget(holder),
+            "tokens": tokens_enabled(cfg), "repeat": token_repeat(cfg), "unit": encoded_unit(cfg),
+            "cache": cache_root(cfg) / dataset_name(cfg), "train": split_manifest(cfg, "train")}
+
+
+@pytest.mark.parametrize("dset", DSETS)
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_key_the_code_reads_is_declared(main, recipe, dset):
+    """Compose each recipe x dset x train_from and run every reader of `zalo.*` in struct mode, the switches on."""
+    from omegaconf import OmegaConf
+
+    for train_from in TRAIN_FROM:
+        argv = [*RECIPES[recipe], dset, train_from, "zalo.eval.clas=true", "zalo.lora.rank=4",
+                "zalo.eval.candidates=2"]
+        cfg = main.get_xp(argv).cfg
+        assert OmegaConf.is_struct(cfg)  # as the solver sees it: reading an undeclared key raises
+        read = _read_every_zalo_key(cfg)
+        assert read["clas"] is not None and read["lora"].rank == 4 and read["generate"].candidates == 2
+        assert read["tokens"] is (train_from != "train_from=audio")
+        assert read["unit"] == 10.0 or dset.endswith("30")  # tokens_loop30 tiles 10-s codes to 30-s segments
+        assert read["repeat"] == (3 if train_from.endswith("loop30") else 1)
+    # the code reads no key outside what the recipe declares: every literal `zalo.<path>` of the package exists
+    import re
+
+    pattern = re.compile(r"\bcfg\.zalo((?:\.[a-z_]+)+)")
+    used = {m for f in (PROJECT / "zalo_music").rglob("*.py") for m in pattern.findall(f.read_text())}
+    assert used, "no cfg.zalo.<key> read found: the pattern is stale"
+    for path in sorted(used):
+        assert OmegaConf.select(cfg, "zalo" + path, throw_on_missing=True) is not None or \
+            OmegaConf.select(cfg, "zalo" + path.rsplit(".", 1)[0]) is not None, path
+    assert not any('get("zalo"' in f.read_text() for f in (PROJECT / "zalo_music").rglob("*.py"))
+
+
+def test_tiny_is_a_short_diff_of_the_real_recipe(main):
+    """`tiny` inherits the real recipe and changes scale, codec, conditioner, device and sizes only."""
+    from omegaconf import OmegaConf
+
+    text = (PROJECT / "config" / "solver" / "zalo" / "tiny.yaml").read_text()
+    assert "- /solver/zalo/musicgen_small_ft" in text
+    body = [ln for ln in text.split("defaults:")[1].splitlines()
+            if ln.strip() and not ln.lstrip().startswith(("#", "- "))]
+    assert len(body) <= 20, body
+    real = main.get_xp(RECIPES["real"]).cfg
+    tiny = main.get_xp(RECIPES["tiny"]).cfg
+
+    def leaves(node, prefix=""):
+        node = OmegaConf.to_container(node, resolve=False) if not isinstance(node, dict) else node
+        for k, v in node.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+
+    for group in ("zalo", "optim", "schedule", "evaluate", "generate", "checkpoint", "dataset"):
+        missing = set(leaves(real[group], group + ".")) - set(leaves(tiny[group], group + "."))
+        assert not missing, missing
+    # what tiny keeps of the real recipe: optimizer, schedule type, evaluation and generation policies
+    assert tiny.schedule.lr_scheduler == real.schedule.lr_scheduler == "cosine"
+    assert tiny.optim.optimizer == real.optim.optimizer and tiny.optim.max_norm == real.optim.max_norm
+    assert OmegaConf.to_container(tiny.zalo.generate) == OmegaConf.to_container(real.zalo.generate)
+    assert tiny.continue_from is None and real.continue_from == "//pretrained/facebook/musicgen-small"

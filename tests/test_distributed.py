@@ -54,7 +54,7 @@ def test_two_ranks_train_from_tokens_with_grad_acc_and_agree_on_clas(token_cache
     from zalo_music.train import main
 
     n_eval = 4
-    argv = ["solver=zalo/tiny_eval", "dset=zalo/demo_tokens", "optim.epochs=1", "optim.updates_per_epoch=4",
+    argv = ["solver=zalo/tiny", "dset=zalo/demo", "train_from=tokens", "zalo.eval.clas=true", "optim.epochs=1", "optim.updates_per_epoch=4",
             "zalo.grad_acc=2", f"zalo.eval.clap_checkpoint={clap_checkpoint}", "zalo.eval.clap_model=HTSAT-tiny",
             f"dataset.evaluate.num_samples={n_eval}", "evaluate.fixed_generation_duration=1",
             "zalo.eval.reference_max=4", "dataset.generate.num_samples=2", "generate.lm.gen_duration=1"]

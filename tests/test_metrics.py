@@ -400,7 +400,7 @@ def test_tiny_xp_with_eval_then_eval_only_xp(demo_manifests, clap_checkpoint, tm
     clap = [f"zalo.eval.clap_checkpoint={clap_checkpoint}", "zalo.eval.clap_model=HTSAT-tiny",
             f"zalo.eval.stats_cache={tmp_path / 'fad_stats'}"]
     # best_metric=clas: the evaluate stage scores the current weights and picks the best state by CLAS
-    argv = ["solver=zalo/tiny_eval", *TINY_ARGV[1:], "optim.epochs=1", "optim.updates_per_epoch=2", *clap,
+    argv = ["solver=zalo/tiny", "zalo.eval.clas=true", *TINY_ARGV[1:], "optim.epochs=1", "optim.updates_per_epoch=2", *clap,
             "zalo.eval.best_metric=clas"]
     proc = run_dora("run", *argv)
     assert "New best state with clas=" in proc.stdout + proc.stderr
@@ -413,7 +413,7 @@ def test_tiny_xp_with_eval_then_eval_only_xp(demo_manifests, clap_checkpoint, tm
     assert "stats cache miss" in proc.stdout + proc.stderr
 
     # Eval-only XP on that training signature: same weights, same seed, same scores; reference stats cached.
-    eval_argv = ["solver=zalo/tiny_eval", *TINY_ARGV[1:], *clap, f"continue_from=//sig/{folder.name}",
+    eval_argv = ["solver=zalo/tiny", "zalo.eval.clas=true", *TINY_ARGV[1:], *clap, f"continue_from=//sig/{folder.name}",
                  "execute_only=evaluate"]
     proc = run_dora("run", *eval_argv)
     assert "stats cache hit" in proc.stdout + proc.stderr
@@ -430,7 +430,7 @@ def test_tiny_xp_with_eval_then_eval_only_xp(demo_manifests, clap_checkpoint, tm
 @pytest.mark.e2e
 def test_missing_clap_checkpoint_fails_evaluate_but_keeps_training_state(demo_manifests, tmp_path):
     missing = tmp_path / "no_such_clap.pt"
-    argv = ["solver=zalo/tiny_eval", *TINY_ARGV[1:], "optim.epochs=1", "optim.updates_per_epoch=1",
+    argv = ["solver=zalo/tiny", "zalo.eval.clas=true", *TINY_ARGV[1:], "optim.epochs=1", "optim.updates_per_epoch=1",
             f"zalo.eval.clap_checkpoint={missing}", "zalo.eval.clap_model=HTSAT-tiny"]
     proc = run_dora("run", *argv, check=False)
     out = proc.stdout + proc.stderr

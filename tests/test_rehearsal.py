@@ -24,6 +24,7 @@ import pytest
 
 from tests import standins_fixture
 from tests.conftest import PROJECT
+from zalo_music.procutil import dora_command
 
 pytestmark = [pytest.mark.rehearsal, pytest.mark.e2e, pytest.mark.slow]
 
@@ -76,7 +77,7 @@ class Rehearsal:
         return self.run(name, ["-m", "zalo_music.cli", *args], **kw)
 
     def dora(self, name: str, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.run(name, ["-m", "dora", "-P", "zalo_music", *args], **kw)
+        return self.run(name, dora_command(*args)[1:], **kw)  # run() puts its own interpreter first
 
     def xp_folder(self, sig: str) -> Path:
         return self.root / "outputs" / "xps" / sig
@@ -231,10 +232,10 @@ def test_export_generate_validate_score(reh: Rehearsal, trained: dict):
 
 
 def test_tokenize_with_encodec_32khz_and_train_from_tokens(reh: Rehearsal):
-    tok = reh.cli("tokenize", "tokenize", "solver=zalo/musicgen_small_ft", "dset=zalo/prepared_tokens",
+    tok = reh.cli("tokenize", "tokenize", "solver=zalo/musicgen_small_ft", "dset=zalo/prepared",
                   *reh.standins["overrides"], "--dataset", DATASET, "--batch-size", "4", "--quiet")
     assert "facebook_encodec_32khz" in tok.stdout
-    proc = reh.dora("train from tokens", "run", "solver=zalo/musicgen_small_ft", "dset=zalo/prepared_tokens",
+    proc = reh.dora("train from tokens", "run", "solver=zalo/musicgen_small_ft", "dset=zalo/prepared", "train_from=tokens",
                     f"zalo.dataset={DATASET}", *reh.size, "optim.epochs=1")
     out = proc.stdout + proc.stderr
     assert "Train Summary | Epoch 1" in out

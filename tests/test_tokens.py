@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import DEMO_TOKEN_ARGV as TOKEN_ARGV
+from zalo_music.procutil import dora_command
 
 from .conftest import PROJECT, TINY_ARGV, run_dora
 
@@ -99,7 +99,7 @@ def test_stale_cache_is_refused(token_cache: dict, work_root: Path):
         _solver([*TOKEN_ARGV, f"zalo.tokens.path={other['cache']}"])
     msg = str(exc.value)
     assert "codec.seed: this XP 2036 != cache 1" in msg and "codec.state_sha" in msg
-    assert "zalo-music tokenize solver=zalo/tiny dset=zalo/demo_tokens" in msg
+    assert "`zalo-music tokenize solver=zalo/tiny dset=zalo/demo`" in msg  # train_from= stripped: tokenize reads audio
     from zalo_music.tokens.encode import compose_config, load_codec
     from zalo_music.tokens.resolve import resolve_cache
 
@@ -160,9 +160,9 @@ def test_loop_tiling_matches_encoding_the_loop_up_to_seams(token_cache: dict):
 
 @pytest.mark.e2e
 def test_dora_run_from_tokens_close_to_audio(token_cache: dict, request: pytest.FixtureRequest):
-    argv = ["solver=zalo/tiny", "dset=zalo/demo_tokens", *TINY_ARGV[2:]]
+    argv = [*TOKEN_ARGV, *TINY_ARGV[2:]]
     # The token XP runs while the audio XP (the session's `tiny_xp`) is built: their start-up overlaps.
-    proc = subprocess.Popen([sys.executable, "-m", "dora", "-P", "zalo_music", "run", *argv], cwd=PROJECT,
+    proc = subprocess.Popen(dora_command("run", *argv), cwd=PROJECT,
                             env=dict(os.environ), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         tiny_xp = request.getfixturevalue("tiny_xp")

@@ -38,11 +38,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .data.zalo_json import read_zalo_json
-from .fileio import AudioCheckError, atomic_path, check_audio, check_output_name, unicode_problem
+from .data.zalo_json import MAX_DESCRIPTION_CHARS, check_test_item, read_zalo_json
+from .fileio import AudioCheckError, atomic_path, check_audio
 
-#: A first, model-free bound on the work per description; `text_truncator` then cuts to the encoder's tokens.
-MAX_DESCRIPTION_CHARS = 2000
+# MAX_DESCRIPTION_CHARS (data/zalo_json.py): a first, model-free bound on the work per description;
+# `text_truncator` then cuts to the encoder's tokens.
 #: T5's training length: what MusicGen's text encoder takes (audiocraft's T5Conditioner never truncates).
 T5_MAX_TOKENS = 512
 PEAK = 10 ** (-1.0 / 20)  # -1 dBFS: no clipping after MP3 encoding
@@ -74,8 +74,7 @@ def generation_config_from_cfg(cfg) -> GenerationConfig:
     Args:
         cfg: a composed XP config.
     """
-    zalo = cfg.get("zalo", {}) or {}
-    block = dict(zalo.get("generate", {}) or {})
+    block = dict(cfg.zalo.generate)
     fields = {f for f in GenerationConfig.__dataclass_fields__ if f != "candidates"}
     unknown = sorted(set(block) - fields)
     if unknown:
@@ -83,7 +82,7 @@ def generation_config_from_cfg(cfg) -> GenerationConfig:
     types = {"duration": float, "top_k": int, "top_p": float, "temperature": float, "cfg_coef": float,
              "seed": int, "batch_size": int, "sample_rate": int}
     kwargs = {k: types[k](v) for k, v in block.items() if v is not None}
-    candidates = (zalo.get("eval", {}) or {}).get("candidates")
+    candidates = cfg.zalo.eval.candidates
     return GenerationConfig(**kwargs, candidates=int(candidates) if candidates is not None else 1)
 
 
@@ -94,17 +93,11 @@ def rerank_options_from_cfg(cfg, reference: str | None = None):
         cfg: a composed XP config.
         reference: the FAD reference whose mean the FAS-aware objective uses (the evaluate stage's).
     """
-    from .metrics.clap import ClapSpec, resolve_reference
+    from .metrics.solver_eval import clap_spec_from_cfg, stats_cache_from_cfg
     from .rerank import RerankOptions
 
-    block = cfg.get("zalo", {}).get("eval", {}) or {}
-    cache = block.get("stats_cache")
-    return RerankOptions(
-        clap=ClapSpec(checkpoint=block.get("clap_checkpoint"), amodel=str(block.get("clap_model", "HTSAT-base")),
-                      device=block.get("device") or None, batch_size=int(block.get("batch_size", 16)),
-                      download=bool(block.get("download", True))),
-        fas_weight=float(block.get("fas_weight", 0.0) or 0.0), reference=reference,
-        stats_cache=str(resolve_reference(cache, create=True)) if cache else None)
+    return RerankOptions(clap=clap_spec_from_cfg(cfg, None), fas_weight=float(cfg.zalo.eval.fas_weight),
+                         reference=reference, stats_cache=stats_cache_from_cfg(cfg))
 
 
 def from_xp(sig: str) -> tuple[str, GenerationConfig, tp.Any, dict]:
@@ -137,7 +130,9 @@ def from_xp(sig: str) -> tuple[str, GenerationConfig, tp.Any, dict]:
         spec = str(source)[len("//pretrained/"):]
     else:
         spec = str(source)
-    reference = str(cfg.zalo.eval.get("reference") or cfg.datasource.evaluate)
+    from .metrics.solver_eval import reference_path
+
+    reference = reference_path(cfg)
     info: dict = {"folder": str(xp.folder), "model": spec}
     history = xp.folder / "history.json"
     if history.is_file():
@@ -189,20 +184,10 @@ def check_items(descriptions: dict, out_dir: Path) -> tuple[list[tuple[str, str,
     """Valid (id, text, output path) items sorted by id, and a reason for each refused id."""
     items, errors = [], {}
     for key, text in descriptions.items():
-        if not isinstance(text, str) or not text.strip():
-            errors[key] = "missing or empty description"
-            continue
-        bad = unicode_problem(text)
-        if bad:
-            errors[key] = f"description is {bad}: fix the text in the JSON"
-            continue
-        try:  # also refuses names the file system cannot store (too long with the temp suffix, unencodable)
-            target = check_output_name(out_dir, key)
+        try:  # the same check as prepare-test: ids stay inside out_dir, storable, .mp3, usable description
+            target = check_test_item(out_dir, key, text)
         except ValueError as exc:
             errors[key] = str(exc)
-            continue
-        if not key.lower().endswith(".mp3"):
-            errors[key] = "id must end in .mp3 (the file is named by the id verbatim)"
             continue
         if len(text) > MAX_DESCRIPTION_CHARS:
             warnings.warn(f"{key}: description of {len(text)} characters truncated to {MAX_DESCRIPTION_CHARS}",

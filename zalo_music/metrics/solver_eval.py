@@ -24,28 +24,44 @@ from .evaluator import ClasSettings, embed_files, scores_from_embeddings
 logger = logging.getLogger(__name__)
 
 
+def clap_spec_from_cfg(cfg: omegaconf.DictConfig, device: str | None) -> ClapSpec:
+    """The CLAP model of an XP's evaluation (`zalo.eval.clap_*`, `batch_size`, `download`).
+
+    Args:
+        cfg: the composed XP config.
+        device: where CLAP runs when `zalo.eval.device` is null (None: CLAP's own choice).
+    """
+    block = cfg.zalo.eval
+    return ClapSpec(checkpoint=block.clap_checkpoint, amodel=str(block.clap_model), device=block.device or device,
+                    batch_size=int(block.batch_size), download=bool(block.download))
+
+
+def stats_cache_from_cfg(cfg: omegaconf.DictConfig) -> str | None:
+    """The folder of cached FAD reference statistics (`zalo.eval.stats_cache`, created), or None.
+
+    Args:
+        cfg: the composed XP config.
+    """
+    from .clap import resolve_reference
+
+    cache = cfg.zalo.eval.stats_cache
+    return str(resolve_reference(cache, create=True)) if cache else None
+
+
 def settings_from_cfg(cfg: omegaconf.DictConfig) -> ClasSettings | None:
     """`ClasSettings` from the XP's `zalo.eval` block, or None when CLAS evaluation is off.
 
     Args:
         cfg: the composed XP config.
     """
-    block = cfg.get("zalo", {}).get("eval", None)
-    if not block or not block.get("clas", False):
+    block = cfg.zalo.eval
+    if not block.clas:
         return None
-    from .clap import resolve_reference
-
-    cache = block.get("stats_cache")
-    cache = str(resolve_reference(cache, create=True)) if cache else None
-    sizes = block.get("fad_inf_sizes")
-    device = block.get("device") or str(cfg.device)
+    sizes = block.fad_inf_sizes
     return ClasSettings(
-        clap=ClapSpec(checkpoint=block.get("clap_checkpoint"), amodel=str(block.get("clap_model", "HTSAT-base")),
-                      device=device, batch_size=int(block.get("batch_size", 16)),
-                      download=bool(block.get("download", True))),
-        fad_tau=float(block.get("fad_tau", 1.0)), fad_inf=bool(block.get("fad_inf", False)),
+        clap=clap_spec_from_cfg(cfg, str(cfg.device)), fad_tau=float(block.fad_tau), fad_inf=bool(block.fad_inf),
         fad_inf_sizes=tuple(int(s) for s in sizes) if sizes else None,
-        fad_inf_method=str(block.get("fad_inf_method", "subsets")), stats_cache=cache)
+        fad_inf_method=str(block.fad_inf_method), stats_cache=stats_cache_from_cfg(cfg))
 
 
 def reference_path(cfg: omegaconf.DictConfig) -> str:
@@ -54,7 +70,7 @@ def reference_path(cfg: omegaconf.DictConfig) -> str:
     Args:
         cfg: the composed XP config.
     """
-    return str(cfg.zalo.eval.get("reference") or cfg.datasource.evaluate)
+    return str(cfg.zalo.eval.reference or cfg.datasource.evaluate)
 
 
 def evaluate_split_descriptions(solver: tp.Any) -> tuple[dict[str, str], int]:
@@ -119,7 +135,7 @@ def evaluate_clas_as_generate(solver: tp.Any, settings: ClasSettings) -> dict:
 
     cfg = solver.cfg
     get_embedder(settings.clap)  # fails fast, before generating
-    if cfg.zalo.eval.get("reference_max"):
+    if cfg.zalo.eval.reference_max:
         logger.warning("zalo.eval.reference_max is not applied with zalo.eval.candidates (scored as `score` "
                        "scores, on the whole reference)")
     gen = generation_config_from_cfg(cfg)
@@ -185,7 +201,7 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
         MetricUnavailableError: the CLAP checkpoint (or laion-clap itself) is unavailable; raised before any
             generation so no time is wasted.
     """
-    if solver.cfg.zalo.eval.get("candidates") is not None:
+    if solver.cfg.zalo.eval.candidates is not None:
         return evaluate_clas_as_generate(solver, settings)
     from audiocraft.data.audio_utils import normalize_audio
 
@@ -237,7 +253,7 @@ def evaluate_clas(solver: tp.Any, settings: ClasSettings) -> dict:
             return emb, failed
 
         return reference_stats(reference_path(cfg), embed, embedder.identity, settings.stats_cache,
-                               cfg.zalo.eval.get("reference_max"))
+                               cfg.zalo.eval.reference_max)
 
     # Rank 0 embeds the reference and fills the cache; the other ranks then read it instead of recomputing.
     if settings.stats_cache and flashy.distrib.world_size() > 1:

@@ -56,13 +56,13 @@ class LoraSettings:
 
     @classmethod
     def from_cfg(cls, cfg: omegaconf.DictConfig) -> LoraSettings | None:
-        """Settings from an XP config, or None when LoRA is off (no block, or rank 0).
+        """Settings from an XP config, or None when LoRA is off (rank 0).
 
         Args:
             cfg: the composed XP config.
         """
-        block = cfg.get("zalo", {}).get("lora", None)
-        if not block or not int(block.get("rank") or 0):
+        block = cfg.zalo.lora
+        if not int(block.rank):
             return None
         settings = cls(rank=int(block.rank), alpha=float(block.alpha), dropout=float(block.dropout),
                        targets=tuple(str(t) for t in block.targets))
@@ -210,8 +210,7 @@ class LoraMixin:
     def build_model(self) -> None:
         settings = LoraSettings.from_cfg(self.cfg)
         if settings is not None:
-            zcfg = self.cfg.get("zalo", {})
-            if zcfg.get("tune_text", False):
+            if self.cfg.zalo.tune_text:
                 raise ValueError("zalo.lora and zalo.tune_text both choose what trains: use one of them")
             if self.cfg.fsdp.use or self.cfg.optim.ema.use:
                 raise ValueError("zalo.lora does not support fsdp.use or optim.ema.use (both track the full "

@@ -66,7 +66,7 @@ class ZaloMusicGenSolver(TokenDataMixin, TrainerOptionsMixin, LoraMixin, MusicGe
     @property
     def best_choice(self) -> str:
         """`zalo.eval.best_metric`: ce (audiocraft: lowest valid ce), none (last state), clas (highest CLAS)."""
-        choice = self.cfg.get("zalo", {}).get("eval", {}).get("best_metric", "ce")
+        choice = self.cfg.zalo.eval.best_metric
         return "none" if choice is None else str(choice)
 
     @property
@@ -161,9 +161,9 @@ def check_segment_policy(cfg: omegaconf.DictConfig) -> None:
     Raises:
         ValueError: when `dataset.segment_duration` exceeds the dataset's declared clip duration.
     """
-    clip = cfg.get("zalo", {}).get("clip_duration")
+    clip = cfg.zalo.clip_duration
     segment = cfg.dataset.segment_duration
-    if clip is None or segment is None:
+    if segment is None:
         return
     if float(segment) > float(clip) + 1e-6:
         raise ValueError(

@@ -88,8 +88,10 @@ def adapt_to_device(cfg: omegaconf.DictConfig) -> list[str]:
 
 def _warn_padding(cfg: omegaconf.DictConfig) -> None:
     # Our solvers refuse this (`check_segment_policy`); audiocraft's own recipes are run as written, but the
-    # user should know what they train on.
-    clip = cfg.get("zalo", {}).get("clip_duration")
+    # user should know what they train on. Only zalo dsets say how long their clips are.
+    if "zalo" not in cfg or "clip_duration" not in cfg.zalo:
+        return
+    clip = cfg.zalo.clip_duration
     segment = cfg.get("dataset", {}).get("segment_duration")
     if clip and segment and float(segment) > float(clip) + 1e-6:
         logger.warning("dataset.segment_duration=%s but the clips of this dataset last %s s: audiocraft pads each "

@@ -34,7 +34,7 @@ class TrainerOptionsMixin:
 
     @property
     def grad_acc(self) -> int:
-        return int(self.cfg.get("zalo", {}).get("grad_acc", 1) or 1)
+        return int(self.cfg.zalo.grad_acc)
 
     def build_model(self) -> None:
         if self.grad_acc > 1 and self.cfg.fsdp.use:
@@ -42,9 +42,8 @@ class TrainerOptionsMixin:
             raise ValueError(f"zalo.grad_acc={self.grad_acc} does not support fsdp.use=true: use zalo.grad_acc=1 "
                              "with FSDP (a larger dataset.batch_size over more GPUs), or fsdp.use=false")
         super().build_model()  # type: ignore[misc]
-        zcfg = self.cfg.get("zalo", {})
         rebuild = False
-        if zcfg.get("tune_text", False):
+        if self.cfg.zalo.tune_text:
             trainable = 0
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("condition_provider.") and ".output_proj." in name)

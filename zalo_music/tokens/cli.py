@@ -15,8 +15,8 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
                       summary["splits"].items())
     print(f"tokenize: {parts} in {summary['seconds']} s -> {summary['cache']}")
     run = [*args.overrides, *([f"zalo.dataset={args.dataset}"] if args.dataset else [])]
-    if not any("_tokens" in o for o in run):  # dset=zalo/*_tokens enable it; other dsets lack the key
-        run.append("+zalo.tokens.enabled=true")
+    if not any(o.startswith("train_from=") for o in run):
+        run.append("train_from=tokens")
     print("train from it with: dora -P zalo_music run " + " ".join(run))
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -36,10 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="encode a prepared dataset once with the XP's compression model (fast fine-tuning from tokens)",
         description="Encode the train and valid clips of a prepared dataset with the compression model of the "
                     "XP that OVERRIDES describe, into int16 memory-mapped shards. Resumable: finished shards "
-                    "are skipped. Train from the cache with the same overrides (a dset=zalo/*_tokens dset, "
-                    "or +zalo.tokens.enabled=true).")
+                    "are skipped. Train from the cache with the same overrides plus train_from=tokens "
+                    "(or train_from=tokens_loop30: the 30-s loop in token space).")
     p.add_argument("overrides", nargs="*",
-                   help="the XP's Dora/Hydra overrides (solver and dset), e.g. solver=zalo/tiny dset=zalo/demo_tokens")
+                   help="the XP's Dora/Hydra overrides (solver and dset), e.g. solver=zalo/tiny dset=zalo/demo")
     p.add_argument("--dataset", default=None, help="prepared dataset NAME (adds zalo.dataset=NAME)")
     p.add_argument("--out", "--cache-dir", dest="out", default=None,
                    help="cache root (default: zalo.tokens.dir, else $ZALO_MUSIC_DATA_DIR/tokens); the cache "

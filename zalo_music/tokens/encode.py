@@ -64,23 +64,20 @@ def load_codec(cfg, device: str = "cpu"):
 
 def token_repeat(cfg) -> int:
     """How many times a cached clip is tiled in time (`zalo.tokens.repeat`, the 30-s loop augmentation)."""
-    tokens = cfg.get("zalo", {}).get("tokens", {}) or {}
-    return int(tokens.get("repeat", 1) or 1)
+    return int(cfg.zalo.tokens.repeat)
 
 
 def encoded_unit(cfg) -> float:
     """Seconds of audio encoded per cached clip: the segment duration, divided by the token-space tiling."""
     seg = cfg.dataset.segment_duration
     if seg is None:
-        seg = cfg.get("zalo", {}).get("clip_duration") or 0.0
+        seg = cfg.zalo.clip_duration
     return float(seg) / token_repeat(cfg)
 
 
 def dataset_name(cfg) -> str:
-    """Name under which the cache of `cfg`'s dataset lives (`zalo.tokens.dataset`, else `zalo.dataset`)."""
-    z = cfg.get("zalo", {}) or {}
-    name = (z.get("tokens", {}) or {}).get("dataset") or z.get("dataset")
-    return str(name) if name else Path(str(cfg.datasource.train)).parent.name
+    """Name under which the cache of `cfg`'s dataset lives: `zalo.dataset`."""
+    return str(cfg.zalo.dataset)
 
 
 def cache_root(cfg=None, override: str | Path | None = None) -> Path:
@@ -89,15 +86,13 @@ def cache_root(cfg=None, override: str | Path | None = None) -> Path:
         return Path(override).expanduser().resolve()
     configured = None
     if cfg is not None:
-        configured = ((cfg.get("zalo", {}) or {}).get("tokens", {}) or {}).get("dir")
+        configured = cfg.zalo.tokens.dir
     return Path(configured).expanduser().resolve() if configured else env.data_dir() / "tokens"
 
 
 def split_manifest(cfg, split: str) -> Path:
-    """Manifest folder of `split`: `zalo.tokens.<split>` when set (token-space augmentation reads the base
-    dataset), else `datasource.<split>`."""
-    tokens = (cfg.get("zalo", {}) or {}).get("tokens", {}) or {}
-    return Path(str(tokens.get(split) or cfg.datasource[split]))
+    """Manifest folder of `split` (`datasource.<split>`)."""
+    return Path(str(cfg.datasource[split]))
 
 
 @torch.no_grad()

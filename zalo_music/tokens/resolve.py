@@ -10,16 +10,9 @@ from .encode import cache_root, dataset_name, encoded_unit
 from .key import StaleTokenCacheError, cache_key, check_key, folder_name, key_hash
 
 
-def tokens_cfg(cfg) -> dict:
-    """The `zalo.tokens` block as a plain dict (empty when absent)."""
-    block = (cfg.get("zalo", {}) or {}).get("tokens", {}) or {}
-    return dict(block)
-
-
 def tokens_enabled(cfg) -> bool:
-    """Whether the XP trains from a token cache: `zalo.tokens.path` set, or `zalo.tokens.enabled: true`."""
-    t = tokens_cfg(cfg)
-    return bool(t.get("path")) or bool(t.get("enabled"))
+    """Whether the XP trains from a token cache: `zalo.tokens.path` set, or `zalo.tokens.enabled` (train_from=tokens)."""
+    return bool(cfg.zalo.tokens.path) or bool(cfg.zalo.tokens.enabled)
 
 
 def expected_key(cfg, model: tp.Any) -> dict:
@@ -29,7 +22,7 @@ def expected_key(cfg, model: tp.Any) -> dict:
 
 def tokenize_hint(argv: tp.Sequence[str]) -> str:
     """The command that builds the cache for an XP launched with `argv`."""
-    keep = [a for a in argv if not a.startswith("zalo.tokens.")]
+    keep = [a for a in argv if not a.startswith(("zalo.tokens.", "train_from="))]
     return f"`zalo-music tokenize {' '.join(keep)}` (or zalo.tokens.enabled=false to train from audio)"
 
 
@@ -46,7 +39,7 @@ def resolve_cache(cfg, model: tp.Any, argv: tp.Sequence[str] = ()) -> Path:
     """
     key = expected_key(cfg, model)
     fix = tokenize_hint(argv)
-    explicit = tokens_cfg(cfg).get("path")
+    explicit = cfg.zalo.tokens.path
     if explicit:
         folder = Path(str(explicit)).expanduser().resolve()
         check_key(key, store.read_meta(folder)["key"], str(folder), fix)
