@@ -10,8 +10,23 @@
 Modules import torch/laion-clap lazily where they can: importing this package is cheap.
 """
 
+from __future__ import annotations
+
+import typing as tp
+
 from .errors import MetricUnavailableError
-from .fad import GaussianStats, clas, fad_from_stats, fad_infinity, fas, frechet_distance
 
 __all__ = ["GaussianStats", "MetricUnavailableError", "clas", "fad_from_stats", "fad_infinity", "fas",
            "frechet_distance"]
+
+#: Names re-exported from `fad` on first access: `fad` imports scipy (~0.15 s), which `zalo-music score --help`
+#: (metrics/cli.py lives in this package) must not pay (tests/test_cli_help.py).
+_FAD_NAMES = frozenset(__all__) - {"MetricUnavailableError"}
+
+
+def __getattr__(name: str) -> tp.Any:
+    if name in _FAD_NAMES:
+        from . import fad
+
+        return getattr(fad, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
