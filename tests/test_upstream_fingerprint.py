@@ -1,7 +1,8 @@
 """Upstream code our patches and re-implementations are written against: fail when the installed release differs.
 
-zalo_music patches, wraps or re-implements specific functions of audiocraft 1.3.0, laion-clap 1.1.7 and torch
-2.9.1 (zalo_music/patches.py, the solvers, generate, export, metrics/clap.py). Each one is listed in
+zalo_music patches, wraps or re-implements specific functions of audiocraft 1.3.0, laion-clap 1.1.7, torch 2.9.1
+and dora-search 0.1.13 (zalo_music/patches.py, the solvers, generate, export, metrics/clap.py, data/manifest.py,
+gridlocal.py). Each one is listed in
 `UPSTREAM` with a fingerprint of the installed upstream source (sha256 of that function's or class's source
 text, found with `ast` in the installed file: nothing is imported). When an upgrade changes one, this test names
 our code to re-read and the upstream function to compare it with:
@@ -57,7 +58,7 @@ UPSTREAM: list[tuple[str, str, str]] = [
     # solvers: our dispatch replaces audiocraft's closed dict; grad_acc re-implements run_step; token data
     ("audiocraft/solvers/builders.py:get_solver", "zalo_music/solvers/registry.py:def get_solver", "dfa585e62c9a"),
     ("audiocraft/solvers/musicgen.py:MusicGenSolver.run_step",
-     "zalo_music/solvers/trainer_options.py:def run_step", "2f86522b3414"),
+     "zalo_music/solvers/classic_options.py:def run_step", "2f86522b3414"),
     ("audiocraft/solvers/musicgen.py:MusicGenSolver._prepare_tokens_and_attributes",
      "zalo_music/solvers/tokens.py:def _prepare_tokens_and_attributes", "ebd1c7c8aba1"),
     ("audiocraft/solvers/builders.py:get_audio_datasets", "zalo_music/tokens/dataset.py:Same merge as audiocraft/solvers/builders.py:get_audio_datasets",
@@ -78,6 +79,14 @@ UPSTREAM: list[tuple[str, str, str]] = [
      "b8dcc31088bc"),
     ("laion_clap/hook.py:CLAP_Module.get_audio_embedding_from_filelist",
      "zalo_music/metrics/clap.py:get_audio_embedding_from_filelist", "ea7519683f38"),
+    # data/manifest.py: audiocraft's manifest format, written and read without importing audiocraft
+    ("audiocraft/data/audio_dataset.py:AudioMeta", "zalo_music/data/manifest.py:FIELDS = (", "a50049cb914f"),
+    ("audiocraft/data/audio_dataset.py:save_audio_meta", "zalo_music/data/manifest.py:def write_manifest",
+     "21279984ed58"),
+    ("audiocraft/data/audio_dataset.py:load_audio_meta", "zalo_music/data/manifest.py:def parse_manifest",
+     "35a0501f66ec"),
+    # gridlocal.py: a grid's explorer found as `dora grid` finds it (Dora's own lookup is private)
+    ("dora/grid.py:_get_explore", "zalo_music/gridlocal.py:def load_explorer", "212c86f0d7be"),
 ]
 
 
@@ -141,6 +150,7 @@ def test_fingerprints_are_of_the_pinned_releases():
     from importlib.metadata import version
 
     assert version("audiocraft") == "1.3.0" and version("laion-clap") == "1.1.7"
+    assert version("dora-search") == "0.1.13"
     assert re.match(r"2\.9\.1(\+.*)?$", version("torch"))
 
 

@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from zalo_music import webdemo
+from zalo_music.generate import MAX_DESCRIPTION_CHARS
 
 
 class FakeMusicGen:
@@ -59,9 +60,10 @@ def test_description_validation():
     for empty in ("", "   \n", None):
         with pytest.raises(ValueError, match="enter a description"):
             webdemo.validate_description(empty)
-    with pytest.raises(ValueError, match="1001 characters long; the limit is 1000"):
-        webdemo.validate_description("x" * 1001)
-    assert webdemo.validate_description("x" * 1000) == "x" * 1000
+    limit = MAX_DESCRIPTION_CHARS  # the web demo accepts what generate uses untruncated, no more
+    with pytest.raises(ValueError, match=f"{limit + 1} characters long; the limit is {limit}"):
+        webdemo.validate_description("x" * (limit + 1))
+    assert webdemo.validate_description("x" * limit) == "x" * limit
     with pytest.raises(ValueError, match="limit is 10"):
         webdemo.validate_description("x" * 11, max_chars=10)
     with pytest.raises(ValueError, match="max_chars"):
@@ -88,7 +90,7 @@ def test_cli_defaults_bind_loopback_and_document_every_option():
     d = webdemo.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo"])
     assert (args.host, args.port, args.share, args.model, args.max_chars) == ("127.0.0.1", 7860, False, None,
-                                                                               1000)
+                                                                               MAX_DESCRIPTION_CHARS)
     assert args.func is webdemo._cmd_demo
     assert parser.parse_args(["demo", "--model", "a", "--model", "b"]).model == ["a", "b"]
     assert d.formatter_class is argparse.ArgumentDefaultsHelpFormatter

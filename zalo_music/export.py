@@ -29,6 +29,8 @@ DEBUG_CODEC = "debug_compression_model"
 def resolve_xp_folder(ref: str | Path) -> Path:
     """XP folder from a signature (`abcd1234` or `//sig/abcd1234`) or a folder path.
 
+    A signature is looked up through Dora (`main.get_xp_from_sig`), as `dora run -f SIG` does.
+
     Args:
         ref: signature or folder.
     Raises:
@@ -41,7 +43,18 @@ def resolve_xp_folder(ref: str | Path) -> Path:
     if path.is_dir():
         folder = path
     else:
-        folder = env.dora_dir() / "xps" / text
+        from .train import main
+
+        try:
+            xp = main.get_xp_from_sig(text)
+        except RuntimeError as exc:  # Dora's "Could not find experiment with signature ..."
+            raise FileNotFoundError(f"{text}: not an XP folder, nor the signature of an XP in {main.dora.dir} "
+                                    f"({exc}); run it first (`dora run ...`), or give its folder "
+                                    "(set ZALO_MUSIC_DORA_DIR when XPs live elsewhere)") from exc
+        if xp.sig != text:  # its overrides now compose another config (a default changed since it ran)
+            raise FileNotFoundError(f"XP {text}: its overrides now give signature {xp.sig} (the config changed "
+                                    f"since it ran); export it by folder: {xp.folder.parent / text}")
+        folder = xp.folder
     if not (folder / "checkpoint.th").is_file():
         raise FileNotFoundError(f"no checkpoint.th in {folder}: train the XP first, or give its folder "
                                 f"(XPs live in {env.dora_dir() / 'xps'}; set ZALO_MUSIC_DORA_DIR)")

@@ -19,6 +19,12 @@ import tempfile
 import typing as tp
 from pathlib import Path
 
+#: Suffixes of the audio files the project reads (lower case: compare `path.suffix.lower()`): the one list for
+#: `prepare` (audio files the JSON does not name), FAD reference folders and `score` (extra files). audiocraft's
+#: `audio_dataset.DEFAULT_EXTS` is the same list without .opus; it is not imported from there because that
+#: module loads all of audiocraft (torch, laion_clap), seconds these light commands do not need.
+AUDIO_SUFFIXES = frozenset({".mp3", ".wav", ".flac", ".ogg", ".m4a", ".opus"})
+
 #: mkstemp's random part: `.<name>.<8 chars>.tmp<suffix>` (see `atomic_path`).
 _TEMP_RANDOM_CHARS = 8
 

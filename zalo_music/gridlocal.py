@@ -9,17 +9,16 @@ resume from their own checkpoint (that is what `dora run` does). The run ends wi
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
+import typing as tp
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import env
-from .procutil import preexec_die_with_parent
+from .procutil import preexec_die_with_parent, run_dora
 
 
 @dataclass
@@ -44,22 +43,51 @@ def _history_len(folder: Path) -> int:
         return 0
 
 
+def load_explorer(grid: str, main: tp.Any) -> tp.Any:
+    """The `explorer` of grid module `<grid package>.<grid>`, found the way `dora grid NAME` finds it.
+
+    Dora has no public function for this lookup (its own is the private `dora.grid._get_explore`, which also
+    calls `sys.exit(0)` on an unknown name); this follows its convention: the module `grid` (dots or slashes
+    for sub-folders) of `main.dora.grid_package` (default `<package>.grids`) holds a `dora.Explorer` named
+    `explorer`.
+
+    Args:
+        grid: grid module name under `grids/` (e.g. `zalo_tiny_lr_epochs`).
+        main: the project's Dora main (`zalo_music.train.main`).
+    Raises:
+        ValueError: naming the grid and listing the grids there are.
+    """
+    import importlib
+
+    from dora import Explorer
+
+    package = main.dora.grid_package or f"{main.package}.grids"
+    grids = importlib.import_module(package)
+    name = grid.replace("/", ".").removesuffix(".py")
+    folder = Path(grids.__file__).parent
+    if not name or not (folder / (name.replace(".", "/") + ".py")).is_file():
+        known = sorted(str(p.relative_to(folder).with_suffix("")).replace("/", ".") for p in folder.rglob("*.py")
+                       if not p.name.startswith("_"))
+        raise ValueError(f"no grid {grid!r} in {folder}: pick one of {', '.join(known)}")
+    module = importlib.import_module(f"{package}.{name}")
+    explorer = getattr(module, "explorer", None)
+    if not isinstance(explorer, Explorer):
+        raise ValueError(f"{module.__file__}: defines no `explorer` (a dora.Explorer, e.g. made with "
+                         "`@Explorer` on the grid function)")
+    return explorer
+
+
 def grid_xps(grid: str) -> list[LocalXP]:
     """Register the grid's XPs (like `dora grid NAME --dry_run --init`) and return them in grid order.
 
     Args:
         grid: grid module name under `grids/` (e.g. `zalo_tiny_lr_epochs`).
     """
-    from dora.grid import RunGridArgs, _get_explore, run_grid
+    from dora.grid import RunGridArgs, run_grid
 
     from .train import main
 
-    class _Args:
-        pass
-
-    args = _Args()
-    args.grid = grid
-    explorer = _get_explore(args, main)
+    explorer = load_explorer(grid, main)
     sheeps = run_grid(main, explorer, grid, args=RunGridArgs(dry_run=True, init=True, silent=True))
     out = []
     for sheep in sheeps:
@@ -167,9 +195,7 @@ def run_local(grid: str, gpus: list[str] | None = None, parallel: int | None = N
 
     def worker(x: LocalXP, device: str | None) -> None:
         nonlocal failures
-        envs = dict(os.environ)
-        if device is not None:
-            envs["CUDA_VISIBLE_DEVICES"] = device
+        envs = {"CUDA_VISIBLE_DEVICES": device} if device is not None else {}
         x.folder.mkdir(parents=True, exist_ok=True)
         (x.folder / "grid_local.json").write_text(json.dumps({"grid": grid, "git": state, "device": device},
                                                              indent=2))
@@ -178,9 +204,8 @@ def run_local(grid: str, gpus: list[str] | None = None, parallel: int | None = N
         with open(x.log, "a") as log:
             # the XP gets SIGTERM if this runner dies (kill -9 included): no training is left running alone
             # (it stops its DataLoader workers and resumes from its checkpoint on the next grid-local)
-            rc = subprocess.run([sys.executable, "-m", "dora", "-P", "zalo_music", "run", "-f", x.sig],
-                                cwd=env.PROJECT_ROOT, env=envs, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=preexec_die_with_parent(signal.SIGTERM)).returncode
+            rc = run_dora("run", "-f", x.sig, env=envs, check=False, stdout=log, stderr=subprocess.STDOUT,
+                          preexec_fn=preexec_die_with_parent(signal.SIGTERM)).returncode
         x.seconds = time.time() - t0
         x.done_epochs = _history_len(x.folder)
         with lock:
@@ -208,8 +233,7 @@ def run_local(grid: str, gpus: list[str] | None = None, parallel: int | None = N
         threads.append(t)
     for t in threads:
         t.join()
-    table = subprocess.run([sys.executable, "-m", "dora", "-P", "zalo_music", "grid", grid, "--dry_run"],
-                           cwd=env.PROJECT_ROOT, capture_output=True, text=True)
+    table = run_dora("grid", grid, "--dry_run", check=False, capture_output=True)
     print(table.stdout + "\n".join(ln for ln in table.stderr.splitlines() if "Warning" not in ln))
     print_comparison(grid, compare(grid, xps))
     print(f"grid-local {grid}: {len(todo) - failures} run, {failures} failed, {len(xps) - len(todo)} already done "

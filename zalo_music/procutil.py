@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import subprocess
 import sys
 import typing as tp
 
@@ -130,3 +131,36 @@ def exit_on_sigterm(signum: int, frame: object) -> None:
 
     logging.getLogger(__name__).warning("SIGTERM received: stopping cleanly")
     sys.exit(128 + signum)
+
+
+def dora_command(*args: str) -> list[str]:
+    """The command line of `dora -P zalo_music ARGS` run by this interpreter (the one place that spells it).
+
+    Each XP runs in its own process: audiocraft sets the multiprocessing start method once per process, so a
+    second training in one process fails.
+
+    Args:
+        args: dora sub-command and its arguments (`run`, `-f`, `<sig>`...).
+    """
+    return [sys.executable, "-m", "dora", "-P", "zalo_music", *args]
+
+
+def run_dora(*args: str, env: tp.Mapping[str, str] | None = None, check: bool = True, capture: bool = False,
+             **kwargs: tp.Any) -> subprocess.CompletedProcess[str]:
+    """Run `dora -P zalo_music ARGS` in a child process from the project root, with this process's environment.
+
+    Args:
+        args: dora sub-command and its arguments.
+        env: variables added to (or replacing those of) this process's environment.
+        check: raise `subprocess.CalledProcessError` on a non-zero exit.
+        capture: return stdout and stderr merged (as the terminal shows them) in `.stdout` instead of letting
+            them through; pass `capture_output=True` instead to keep them apart.
+        **kwargs: passed to `subprocess.run` (`timeout`, `stdout`, `preexec_fn`...).
+    """
+    from . import env as project_env
+
+    full_env = {**os.environ, **(env or {})}
+    if capture:
+        kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.run(dora_command(*args), cwd=project_env.PROJECT_ROOT, env=full_env, check=check,
+                          text=True, **kwargs)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from . import env
+from .procutil import run_dora
 
 TINY_ARGV = ["solver=zalo/tiny", "dset=zalo/demo"]
 
@@ -24,22 +25,21 @@ def dora(*args: str, check: bool = True, capture: bool = False) -> subprocess.Co
     Args:
         args: dora sub-command and arguments.
         check: raise on a non-zero exit.
-        capture: return stdout/stderr instead of streaming them.
+        capture: return stdout/stderr (merged) instead of streaming them.
     """
-    cmd = [sys.executable, "-m", "dora", "-P", "zalo_music", *args]
-    return subprocess.run(cmd, check=check, text=True, cwd=env.PROJECT_ROOT,
-                          stdout=subprocess.PIPE if capture else None,
-                          stderr=subprocess.STDOUT if capture else None)
+    return run_dora(*args, check=check, capture=capture)
 
 
 def xp_signature(argv: list[str]) -> tuple[str, Path]:
-    """Signature and folder of the XP that `dora run ARGV` would run."""
-    out = dora("info", *argv, capture=True).stdout
-    for line in out.splitlines():
-        if "Folder is" in line:
-            folder = Path(line.split("Folder is", 1)[1].strip())
-            return folder.name, folder
-    raise RuntimeError(f"could not read the XP signature from `dora info`:\n{out}")
+    """Signature and folder of the XP that `dora run ARGV` would run (Dora's own lookup, no child process).
+
+    Args:
+        argv: the XP's Hydra overrides.
+    """
+    from .train import main
+
+    xp = main.get_xp(argv)
+    return xp.sig, xp.folder
 
 
 def main(extra: list[str] | None = None, clips: int = 64) -> int:

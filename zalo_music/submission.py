@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .data.zalo_json import load_descriptions
+from .data.zalo_json import check_test_item, load_descriptions
 from .fileio import atomic_path
 
 DURATION_TOLERANCE = 0.1  # seconds: MP3 frames (1152 samples) and encoder padding
@@ -35,10 +35,23 @@ def write_zip(out_dir: str | Path, json_path: str | Path, zip_path: str | Path,
         skip: ids left out on purpose (`generate --zip-partial`: ids that were refused).
 
     Raises:
+        ValueError: listing the ids that generate refuses (an id such as `../x.mp3` would read, and name a ZIP
+            entry, outside `out_dir`).
         FileNotFoundError: listing the ids whose file is missing.
     """
-    ids = sorted(set(load_descriptions(json_path)) - set(skip))
-    missing = [i for i in ids if not (Path(out_dir) / i).is_file()]
+    descriptions = load_descriptions(json_path)
+    ids = sorted(set(descriptions) - set(skip))
+    files, refused = {}, {}
+    for i in ids:
+        try:  # generate's own check of an id: the ZIP holds exactly what generate could have written
+            files[i] = check_test_item(out_dir, i, descriptions[i])
+        except ValueError as exc:
+            refused[i] = str(exc)
+    if refused:
+        raise ValueError(f"{json_path}: {len(refused)} ids cannot be in a submission (first: "
+                         f"{sorted(refused.items())[:3]}): fix them in the JSON, or leave them out "
+                         "(`generate --zip-partial`)")
+    missing = [i for i in ids if not files[i].is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} ids have no file in {out_dir} (first: {missing[:3]}): "
                                 "run `zalo-music generate` again to finish them")
@@ -59,7 +72,7 @@ def write_zip(out_dir: str | Path, json_path: str | Path, zip_path: str | Path,
                 # a fixed timestamp: the same clips give the same ZIP bytes, also after a resumed run
                 info = zipfile.ZipInfo(i, date_time=ZIP_DATE)
                 info.external_attr = 0o644 << 16
-                zf.writestr(info, (Path(out_dir) / i).read_bytes())
+                zf.writestr(info, files[i].read_bytes())
     return Path(zip_path)
 
 

@@ -23,9 +23,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .data.zalo_json import MAX_DESCRIPTION_CHARS
+
 #: Hub checkpoints offered in the picker (melody/stereo variants need other conditioning or output paths).
 PRETRAINED = ("facebook/musicgen-small", "facebook/musicgen-medium", "facebook/musicgen-large")
-DEFAULT_MAX_CHARS = 1000
+#: Longest description accepted: generate's own limit (it truncates beyond; the page asks to shorten instead).
+DEFAULT_MAX_CHARS = MAX_DESCRIPTION_CHARS
 MAX_DURATION = 30.0  # MusicGen's trained context; longer needs extend_stride windows the CLI does not use
 MAX_SEED = 2**31 - 1
 #: Generated files older than this are removed from the output folder at the next request.
@@ -75,6 +78,8 @@ def list_models(extra: list[str] | tuple[str, ...] = (), dora_dir: str | Path | 
     if exports.is_dir():
         # `export_xp` always writes state_dict.bin: other folders there are not loadable models.
         found += sorted(str(p) for p in exports.iterdir() if (p / "state_dict.bin").is_file())
+    # Dora has no API that lists XPs (`get_xp_from_sig` recomposes one config per XP, seconds each): list its
+    # layout `<dora dir>/xps/<sig>/` (`XP.folder`), which `dora info` and `dora grid` read the same way.
     xps = root / "xps"
     if xps.is_dir():
         found += sorted(f"//sig/{p.parent.name}" for p in xps.glob("*/checkpoint.th"))

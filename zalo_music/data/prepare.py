@@ -30,6 +30,7 @@ import numpy as np
 import soundfile as sf
 
 from ..fileio import (
+    AUDIO_SUFFIXES,
     AudioCheckError,
     atomic_path,
     check_audio,
@@ -46,7 +47,6 @@ from .zalo_json import load_descriptions, read_zalo_json
 
 __all__ = ["prepare", "load_descriptions", "split_of", "normalize_description", "sidecar", "process_one"]
 
-AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".m4a"}
 #: Longest stretch of zero padding accepted at the end of a clip (MP3 encoder delay, rounding).
 MAX_PAD_SECONDS = 0.5
 #: The validation split holds at least this many clips (whole description groups), or half the clips when there

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..fileio import check_output_name, unicode_problem, write_json
+from ..fileio import write_json
 from .prepare import check_dataset_name, normalize_description
-from .zalo_json import read_zalo_json
+from .zalo_json import check_test_item, read_zalo_json
 
 
 def prepare_test(json_path: str | Path, name: str, train_json: str | Path | None = None,
@@ -38,15 +38,8 @@ def prepare_test(json_path: str | Path, name: str, train_json: str | Path | None
     for key, text in data.items():
         if key in errors:
             continue
-        try:  # the id becomes generate's file name: refuse what no file system can store, up front
-            check_output_name(out, key)
-            if not key.lower().endswith(".mp3"):
-                raise ValueError("id must end in .mp3 (output files are named by the id)")
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError("missing or empty description")
-            bad = unicode_problem(text)
-            if bad:
-                raise ValueError(f"description is {bad}: fix the text in the JSON")
+        try:  # the id becomes generate's file name: generate's own check, up front
+            check_test_item(out, key, text)
             clean[key] = re.sub(r"\s+", " ", text).strip()
         except Exception as exc:  # noqa: BLE001 - one item's problem is that item's reason
             errors[key] = str(exc) if isinstance(exc, ValueError) else f"failed: {type(exc).__name__}: {exc}"

@@ -1,10 +1,22 @@
-"""Reading Zalo-format description files: `{"<id>.mp3": "<English description>"}`."""
+"""Zalo-format description files, `{"<id>.mp3": "<English description>"}`: the one reader and the one check of
+an item that becomes an output file.
+
+Light on purpose (no torch): `generate`, `prepare`, `prepare-test`, `score`, `submission`, `eda` and the web demo
+all read or check these files.
+"""
 
 from __future__ import annotations
 
 import json
 import typing as tp
 from pathlib import Path
+
+from ..fileio import check_output_name, unicode_problem
+
+#: Longest description generate uses as is (longer ones are truncated, with a warning) and the web demo accepts:
+#: a first, model-free bound on the work per description; the T5 tokenizer then cuts to the encoder's tokens.
+#: Here rather than in generate.py, which imports torch: the web demo's `--help` shows it without loading torch.
+MAX_DESCRIPTION_CHARS = 2000
 
 
 def read_zalo_json(json_path: str | Path) -> tuple[dict[str, tp.Any], dict[str, int]]:
@@ -59,3 +71,43 @@ def load_descriptions(json_path: str | Path) -> dict[str, tp.Any]:
     if dupes:
         raise ValueError(f"{json_path}: duplicate keys {sorted(dupes)[:5]}: each id must appear once")
     return data
+
+
+def read_descriptions(json_path: str | Path) -> dict[str, str]:
+    """A Zalo JSON whose every value is a description string (duplicated keys: the first value is kept).
+
+    Args:
+        json_path: the file.
+    Raises:
+        ValueError: naming the file and the first id whose value is not a string.
+    """
+    data, _ = read_zalo_json(json_path)
+    bad = next((k for k, v in data.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise ValueError(f'{json_path}: the value of {bad!r} is {type(data[bad]).__name__}, not a description; '
+                         'expected a flat object {"<id>.mp3": "<description>"}')
+    return data
+
+
+def check_test_item(out_dir: str | Path, key: tp.Any, text: tp.Any) -> Path:
+    """The output file of one item of a test JSON, or a ValueError saying why the item cannot be generated.
+
+    The one validator of test ids (generate, prepare-test): an id is written verbatim as a file name, so it must
+    stay inside `out_dir` (no folders, no `..`, no NUL) and be storable there.
+
+    Args:
+        out_dir: the folder the clip is written to.
+        key: the id (a JSON key).
+        text: its description.
+    Raises:
+        ValueError: the reason, one line (unsafe or unstorable id, not `.mp3`, empty or invalid description).
+    """
+    target = check_output_name(out_dir, key)  # refuses `..`, folders and names no file system can store
+    if not key.lower().endswith(".mp3"):
+        raise ValueError("id must end in .mp3 (the file is named by the id verbatim)")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("missing or empty description")
+    bad = unicode_problem(text)
+    if bad:
+        raise ValueError(f"description is {bad}: fix the text in the JSON")
+    return target

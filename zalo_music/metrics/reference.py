@@ -14,7 +14,6 @@ cache hit.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -24,20 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import AUDIO_SUFFIXES
 from .fad import GaussianStats
 
 logger = logging.getLogger(__name__)
-AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".m4a", ".opus")
-MANIFEST_NAMES = ("data.jsonl.gz", "data.jsonl")
-
-
-def _manifest_file(path: Path) -> Path | None:
-    if path.is_file() and path.name.endswith((".jsonl", ".jsonl.gz")):
-        return path
-    for name in MANIFEST_NAMES:
-        if (path / name).is_file():
-            return path / name
-    return None
 
 
 def reference_files(path: str | os.PathLike, limit: int | None = None) -> tuple[list[Path], str]:
@@ -51,17 +40,18 @@ def reference_files(path: str | os.PathLike, limit: int | None = None) -> tuple[
     Raises:
         FileNotFoundError: when `path` is none of those or holds no audio.
     """
+    from ..data.manifest import manifest_bytes, manifest_file, parse_manifest
+
     root = Path(path).expanduser()
-    manifest = _manifest_file(root)
+    manifest = manifest_file(root)
     h = hashlib.sha256()
     if manifest is not None:
-        raw = gzip.decompress(manifest.read_bytes()) if manifest.suffix == ".gz" else manifest.read_bytes()
+        raw = manifest_bytes(manifest)  # hashed as read: the key covers the manifest's exact content
         h.update(b"manifest:" + hashlib.sha256(raw).digest())
         try:
-            files = [Path(json.loads(line)["path"]) for line in raw.decode("utf-8").splitlines() if line.strip()]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"FAD reference manifest {manifest}: not one JSON object with a 'path' per line "
-                             f"({type(exc).__name__}: {exc}). Fix: rebuild it with `zalo-music prepare`.") from exc
+            files = [Path(row["path"]) for row in parse_manifest(raw, manifest)]
+        except ValueError as exc:
+            raise ValueError(f"FAD reference manifest {exc}") from exc
         names = [str(p) for p in files]
     elif root.is_dir():
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())

@@ -8,7 +8,6 @@ undecodable and extra files, warnings) and returns a printable table ending with
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -20,20 +19,6 @@ from .evaluator import ClasSettings, embed_files, is_empty_description, scores_f
 from .fad import clas
 
 logger = logging.getLogger(__name__)
-
-
-def load_zalo_json(path: str | os.PathLike) -> dict[str, str]:
-    """`{"<id>.mp3": "<description>"}` from a Zalo JSON file.
-
-    Args:
-        path: the JSON file.
-    Raises:
-        ValueError: when it is not a flat object of strings.
-    """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ValueError(f"{path}: expected a flat JSON object {{\"<id>.mp3\": \"<description>\"}}")
-    return data
 
 
 def score_folder(audio_dir: str | os.PathLike, json_path: str | os.PathLike,
@@ -63,13 +48,14 @@ def score_folder(audio_dir: str | os.PathLike, json_path: str | os.PathLike,
         ValueError: no clip of the JSON could be scored.
         MetricUnavailableError: CLAP checkpoint missing (the message names the file).
     """
-    from zalo_music.fileio import safe_child, write_json
+    from zalo_music.data.zalo_json import read_descriptions
+    from zalo_music.fileio import AUDIO_SUFFIXES, safe_child, write_json
 
     from .clap import get_embedder
-    from .reference import AUDIO_SUFFIXES, reference_stats
+    from .reference import reference_stats
 
     settings = settings or ClasSettings()
-    descriptions = load_zalo_json(json_path)
+    descriptions = read_descriptions(json_path)
     keys, missing, empty = [], [], []
     failed: dict[str, str] = {}
     paths: dict[str, Path] = {}
