@@ -212,7 +212,8 @@ def test_evaluate_stage_applies_the_same_empty_description_rule(tmp_path, tone_c
     cfg = omegaconf.OmegaConf.create({
         "seed": 0, "sample_rate": sr, "device": "cpu", "evaluate": {"fixed_generation_duration": None},
         "generate": {"audio": {"format": "wav", "strategy": "peak"}},
-        "datasource": {"evaluate": str(tmp_path / "ref")}, "zalo": {"eval": {"reference": None}}})
+        "datasource": {"evaluate": str(tmp_path / "ref")},
+        "zalo": {"eval": {"reference": None, "reference_max": None, "candidates": None}}})
     solver = types.SimpleNamespace(cfg=cfg, device="cpu", dataloaders={"evaluate": batches}, log_updates=1,
                                    generation_params={}, run_generate_step=generate,
                                    log_progress=lambda name, loader, total, updates: loader)

@@ -64,6 +64,34 @@ def test_grad_acc_steps_the_optimizer_half_as_often(make_solver):
     assert plain.lr_scheduler.last_epoch == 4 and acc.lr_scheduler.last_epoch == 2
 
 
+def test_grad_acc_step_reports_what_audiocrafts_step_does(make_solver):
+    """Deadlock checkpoints, grad_norm and grad_scale: the accumulation step keeps upstream's step's reports."""
+    seen = {}
+    for acc in (1, 2):
+        solver = make_solver(f"zalo.grad_acc={acc}")
+        solver.scaler = torch.amp.GradScaler("cpu", enabled=False)  # what fp16 autocast builds, inert on CPU
+        calls: list[str] = []
+        solver.deadlock_detect.update = calls.append
+        reported: list[set] = []
+        step = solver.run_step
+
+        def spy(idx, batch, metrics, step=step, reported=reported):
+            out = step(idx, batch, metrics)
+            reported.append(set(out))
+            return out
+
+        solver.run_step = spy
+        _train_one_epoch(solver)
+        seen[acc] = calls, reported
+    (plain_calls, plain_metrics), (acc_calls, acc_metrics) = seen[1], seen[2]
+    assert plain_calls.count("optim") == 4 and acc_calls.count("optim") == 2
+    assert set(acc_calls) == set(plain_calls)  # the loop's own checkpoints plus the step's
+    assert {"tokens_and_conditions", "loss", "scale", "backward", "optim"} <= set(acc_calls)
+    assert {"grad_scale", "grad_norm", "ce", "lr"} <= plain_metrics[0]
+    assert {"grad_scale", "grad_norm", "ce", "lr"} <= acc_metrics[1]  # the micro-batch that stepped
+    assert "grad_scale" not in acc_metrics[0]  # the one that only accumulated
+
+
 def test_grad_acc_refuses_fsdp(demo_manifests):
     from audiocraft import train as ac_train
 

@@ -55,6 +55,9 @@ UPSTREAM: list[tuple[str, str, str]] = [
      "b4783823045a"),
     ("audiocraft/models/musicgen.py:MusicGen.set_generation_params",
      "zalo_music/patches.py:def allow_short_segment_musicgen", "09cf3d942418"),
+    # patches.py: the cosine schedule's last step when it has no decay steps (division by zero)
+    ("audiocraft/optim/cosine_lr_scheduler.py:CosineLRScheduler._get_sched_lr",
+     "zalo_music/patches.py:def cosine_schedule_without_decay_steps", "c15bcd1b30ac"),
     # solvers: our dispatch replaces audiocraft's closed dict; grad_acc re-implements run_step; token data
     ("audiocraft/solvers/builders.py:get_solver", "zalo_music/solvers/registry.py:def get_solver", "dfa585e62c9a"),
     ("audiocraft/solvers/musicgen.py:MusicGenSolver.run_step",

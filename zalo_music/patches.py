@@ -257,6 +257,30 @@ def allow_short_segment_musicgen() -> None:
     MusicGen.set_generation_params = set_generation_params  # type: ignore[method-assign]
 
 
+def cosine_schedule_without_decay_steps() -> None:
+    """Let audiocraft's cosine schedule end on its warmup (total steps == warmup steps).
+
+    Upstream: `audiocraft/optim/cosine_lr_scheduler.py` `CosineLRScheduler._get_sched_lr` divides by
+    `total_steps - warmup_steps` at the last step, so a run whose updates equal the warmup (e.g. `optim.epochs=1
+    optim.updates_per_epoch=200` on the real recipe's 200-step warmup, or a one-epoch smoke test) dies with
+    ZeroDivisionError on its last optimizer step. There is no decay phase then: the last step gets the schedule's
+    final value (`lr_min_ratio`), as the decay phase would end. Imports audiocraft: run by the solver registry.
+    """
+    from audiocraft.optim.cosine_lr_scheduler import CosineLRScheduler
+
+    original = CosineLRScheduler._get_sched_lr
+    if getattr(original, "_zalo_patched", False):
+        return
+
+    def _get_sched_lr(self, lr: float, step: int):
+        if self.total_steps == self.warmup_steps and step >= self.warmup_steps:
+            return self.lr_min_ratio * lr
+        return original(self, lr, step)
+
+    _get_sched_lr._zalo_patched = True  # type: ignore[attr-defined]
+    CosineLRScheduler._get_sched_lr = _get_sched_lr  # type: ignore[method-assign]
+
+
 def apply() -> None:
     """Apply every patch once (idempotent)."""
     global _APPLIED

@@ -15,14 +15,14 @@ import torch
 from audiocraft.solvers.musicgen import MusicGenSolver
 
 from zalo_music.metrics.errors import MetricUnavailableError
+from zalo_music.solvers.classic_options import ClassicOptionsMixin
 from zalo_music.solvers.lora import LoraMixin
 from zalo_music.solvers.tokens import TokenDataMixin
-from zalo_music.solvers.trainer_options import TrainerOptionsMixin
 
 logger = logging.getLogger(__name__)
 
 
-class ZaloMusicGenSolver(TokenDataMixin, TrainerOptionsMixin, LoraMixin, MusicGenSolver):
+class ZaloMusicGenSolver(TokenDataMixin, ClassicOptionsMixin, LoraMixin, MusicGenSolver):
     """audiocraft's MusicGen solver plus zalo-music's start-up checks and the Zalo evaluate metrics.
 
     With `zalo.eval.clas: true` the evaluate stage also reports clap, fad, fas and clas

@@ -105,6 +105,9 @@ def install() -> None:
     global _audiocraft_get_solver
     import audiocraft.solvers as ac_solvers
 
+    from zalo_music.patches import cosine_schedule_without_decay_steps
+
+    cosine_schedule_without_decay_steps()
     if ac_solvers.get_solver is get_solver:
         return
     _audiocraft_get_solver = ac_solvers.get_solver

@@ -1,4 +1,4 @@
-"""Training options of the classic musicgen_trainer, inside the audiocraft solver (no second loop).
+"""The classic musicgen_trainer's training options (`zalo-music train`), as a solver mixin: no second loop.
 
 - `zalo.grad_acc: N` — gradients of N micro-batches are averaged (loss / N) before one optimizer step; the
   lr schedule is built for, and stepped at, optimizer steps. audiocraft's `run_step` steps every batch.
@@ -23,7 +23,7 @@ from audiocraft.solvers import builders
 logger = logging.getLogger(__name__)
 
 
-class TrainerOptionsMixin:
+class ClassicOptionsMixin:
     """Mixed into `ZaloMusicGenSolver` before audiocraft's `MusicGenSolver`."""
 
     cfg: tp.Any
@@ -37,6 +37,9 @@ class TrainerOptionsMixin:
         return int(self.cfg.zalo.grad_acc)
 
     def build_model(self) -> None:
+        if self.grad_acc > 1 and self.cfg.optim.eager_sync:
+            logger.info("zalo.grad_acc=%d: gradients are averaged across ranks once per optimizer step "
+                        "(optim.eager_sync applies to grad_acc=1 only)", self.grad_acc)
         if self.grad_acc > 1 and self.cfg.fsdp.use:
             # The accumulation step below averages gradients with flashy's `sync_model`; FSDP shards them.
             raise ValueError(f"zalo.grad_acc={self.grad_acc} does not support fsdp.use=true: use zalo.grad_acc=1 "
@@ -69,20 +72,34 @@ class TrainerOptionsMixin:
             if self.is_training:  # type: ignore[attr-defined]
                 self.optimizer_steps += 1
             return super().run_step(idx, batch, metrics)  # type: ignore[misc]
+        # audiocraft's MusicGenSolver.run_step with the optimizer part done every grad_acc micro-batches; the
+        # same deadlock checkpoints, sync-debug window, grad_scale metric and divergence check. Gradients are
+        # averaged across ranks once per optimizer step (flashy's sync_model, upstream's non-eager path):
+        # optim.eager_sync would all-reduce every micro-batch, and FSDP is refused in build_model.
+        deadlock = self.deadlock_detect  # type: ignore[attr-defined]
+        check_sync = idx == 1 and self.device == "cuda"  # type: ignore[attr-defined]
         condition_tensors, audio_tokens, padding_mask = self._prepare_tokens_and_attributes(  # type: ignore
-            batch, False)
+            batch, check_sync)
+        deadlock.update("tokens_and_conditions")
+        if check_sync:
+            torch.cuda.set_sync_debug_mode("warn")
         with self.autocast:  # type: ignore[attr-defined]
             out = self.model.compute_predictions(audio_tokens, [], condition_tensors)  # type: ignore
             ce, ce_per_codebook = self._compute_cross_entropy(  # type: ignore[attr-defined]
                 out.logits, audio_tokens, padding_mask & out.mask)
-        loss = ce / self.grad_acc
+            loss = ce / self.grad_acc
+        deadlock.update("loss")
+        if check_sync:
+            torch.cuda.set_sync_debug_mode("default")
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
+        deadlock.update("scale")
         loss.backward()
         self._micro_batches += 1
-        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         if self._micro_batches % self.grad_acc == 0:
             flashy.distrib.sync_model(self.model)  # average the accumulated gradients across ranks
+            deadlock.update("backward")
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             if self.cfg.optim.max_norm:
@@ -97,6 +114,9 @@ class TrainerOptionsMixin:
                 self.lr_scheduler.step()
             self.optimizer.zero_grad()
             self.optimizer_steps += 1
+            deadlock.update("optim")
+            if self.scaler is not None:
+                metrics["grad_scale"] = self.scaler.get_scale()
         if not torch.isfinite(ce):
             raise RuntimeError("Model probably diverged (non-finite cross-entropy).")
         metrics["ce"] = ce
