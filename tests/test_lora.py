@@ -7,6 +7,8 @@ import copy
 import pytest
 import torch
 
+from zalo_music.procutil import dora_command
+
 
 @pytest.fixture(scope="module")
 def lm_cfg():
@@ -134,7 +136,6 @@ def test_lora_xp_trains_resumes_and_exports_merged(demo_manifests, tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     from tests.conftest import PROJECT, run_dora
@@ -152,7 +153,7 @@ def test_lora_xp_trains_resumes_and_exports_merged(demo_manifests, tmp_path):
     folder = env.dora_dir() / "xps" / sig
 
     # Stop the XP with SIGTERM once its first epoch is committed, then rerun it: it must resume, not restart.
-    proc = subprocess.Popen([sys.executable, "-m", "dora", "-P", "zalo_music", "run", *lora_argv], cwd=PROJECT,
+    proc = subprocess.Popen(dora_command("run", *lora_argv), cwd=PROJECT,
                             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:

@@ -115,11 +115,11 @@ def reh(tmp_path_factory) -> Rehearsal:
 def trained(reh: Rehearsal) -> dict:
     """The recipe trained for 2 epochs with CLAS in its evaluate stage: killed after epoch 1, then resumed."""
     argv = [*RECIPE, *reh.size, "optim.epochs=2", "evaluate.every=2", "generate.every=2", "zalo.eval.clas=true"]
-    cmd = ["-m", "dora", "-P", "zalo_music", "run", *argv]
+    cmd = dora_command("run", *argv)
     start = time.time()
     log_path = reh.root / "first_run.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, *cmd], cwd=PROJECT, env=reh.env, stdout=log,
+        proc = subprocess.Popen(cmd, cwd=PROJECT, env=reh.env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         folder, at_kill = None, []
         try:
@@ -296,7 +296,7 @@ def test_lora_xp_of_the_recipe_trains_resumes_and_changes_only_adapters(reh: Reh
     start = time.time()
     log_path = reh.root / "lora_first_run.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dora", "-P", "zalo_music", "run", *argv], cwd=PROJECT,
+        proc = subprocess.Popen(dora_command("run", *argv), cwd=PROJECT,
                                 env=reh.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         folder = None
         try:

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from . import env
+from .fileio import AUDIO_SUFFIXES
 
 MODEL_IDS = {"small", "medium", "large", "tiny"}
 
@@ -51,11 +52,12 @@ def dataset_from_folder(path: str | Path, name: str, workers: int | None = None)
     else:
         pairs = {}
         for audio in sorted(folder.iterdir()):
-            if audio.suffix.lower() in {".wav", ".mp3", ".flac"}:
+            if audio.suffix.lower() in AUDIO_SUFFIXES:
                 txt = audio.with_suffix(".txt")
                 pairs[audio.name] = txt.read_text(encoding="utf-8").strip() if txt.exists() else ""
         if not pairs:
-            raise ValueError(f"--dataset_path {folder}: no .wav/.mp3 + .txt pairs and no Zalo JSON")
+            raise ValueError(f"--dataset_path {folder}: no audio + .txt pairs ({', '.join(sorted(AUDIO_SUFFIXES))}) "
+                             "and no Zalo JSON")
         json_path = env.data_dir() / name / "descriptions.json"
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(pairs, ensure_ascii=False, indent=1))
