@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import typing as tp
+
 import treetable as tt
 from audiocraft.grids.musicgen._explorers import LMExplorer
 
+from zalo_music.gridlocal import rank
+
 
 class ZaloExplorer(LMExplorer):
-    """Train/valid cross-entropy and perplexity (audiocraft's LM columns) plus the Zalo evaluate metrics."""
+    """Train/valid cross-entropy and perplexity (audiocraft's LM columns), the Zalo evaluate metrics and each XP's
+    rank in the table (`zalo-music compare`'s rule: CLAS, else valid ce), so `dora grid` shows the best XP."""
+
+    def __init__(self, *args: tp.Any, **kwargs: tp.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._table: list[tuple[str, dict, float | None, float | None]] = []
+
+    def process_sheep(self, sheep: tp.Any, history: list[dict]) -> dict:
+        """audiocraft's row of one XP plus `evaluate.rank` among the rows of the table being built.
+
+        Dora's `monitor` (dora/grid.py) builds every row before it prints the table and keeps each row's stage
+        dicts, so the ranks of the rows built earlier are updated in place as later rows come in. An XP seen
+        again starts a new table (the next monitoring round).
+
+        Args:
+            sheep: the XP's Dora sheep.
+            history: its (possibly trimmed) history.
+        """
+        parts = super().process_sheep(sheep, history)
+        if any(sig == sheep.xp.sig for sig, *_ in self._table):
+            self._table = []
+        evaluate = parts.setdefault("evaluate", {})
+        self._table.append((sheep.xp.sig, evaluate, evaluate.get("clas"), parts.get("valid", {}).get("ce")))
+        ranks = rank([(clas, ce) for _, _, clas, ce in self._table])
+        for (_, row, _, _), r in zip(self._table, ranks, strict=True):
+            row["rank"] = "-" if r is None else (f"{r} *" if r == 1 else str(r))
+        return parts
 
     def stages(self) -> list[str]:
         return ["train", "valid", "evaluate"]
@@ -23,5 +53,6 @@ class ZaloExplorer(LMExplorer):
                 tt.leaf("fad", ".4f"),
                 tt.leaf("fas", ".4f"),
                 tt.leaf("clas", ".4f"),
+                tt.leaf("rank"),
             ], align=">"),
         ]

@@ -29,7 +29,7 @@ def build_model(kind: str, device: str):
     from audiocraft.models import MusicGen
     from audiocraft.models.builders import get_lm_model
 
-    from zalo_music.export import build_debug_codec
+    from zalo_music import debug_codec
     from zalo_music.patches import allow_short_segment_musicgen
     from zalo_music.train import main
 
@@ -39,7 +39,7 @@ def build_model(kind: str, device: str):
     cfg = main.get_xp(argv).cfg
     cfg.device = device
     lm = get_lm_model(cfg).to(device).eval()
-    codec = build_debug_codec(0).to(device)
+    codec = debug_codec.load(device=device)
     return MusicGen(f"bench-{kind}", codec, lm, max_duration=10.0)
 
 

@@ -123,3 +123,27 @@ def pytest_sessionfinish(session, exitstatus):
     clap_fixture = sys.modules.get("tests.clap_fixture")
     if clap_fixture is not None:
         shutil.rmtree(clap_fixture.HF_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_random_musicgen():
+    """A `MusicGen` of the tiny recipe's LM with random weights on its persisted debug codec (no training).
+
+    For generation mechanics (batching, seeds, sharding, best-of-N). The stand-in HF cache must exist first:
+    audiocraft's solvers import laion_clap, which loads its tokenizers at import time.
+    """
+    import torch
+    from audiocraft.models import MusicGen
+    from audiocraft.models.builders import get_lm_model
+
+    from tests import clap_fixture
+    from zalo_music import debug_codec
+    from zalo_music.patches import allow_short_segment_musicgen
+    from zalo_music.train import main
+
+    clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / "ckpt" / "clap_tiny_random.pt")
+    allow_short_segment_musicgen()
+    cfg = main.get_xp(["solver=zalo/tiny"]).cfg
+    torch.manual_seed(0)
+    lm = get_lm_model(cfg).eval()
+    return MusicGen("tiny-random", debug_codec.load(), lm, max_duration=10.0)

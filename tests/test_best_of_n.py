@@ -39,24 +39,8 @@ def rerank(clap_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def model(clap_checkpoint):
-    """The tiny recipe's LM with random weights on the debug codec (no training needed for the mechanism).
-
-    After the stand-in HF cache exists (`clap_checkpoint`): audiocraft's solvers import laion_clap, which
-    loads its tokenizers at import time.
-    """
-    from audiocraft.models import MusicGen
-    from audiocraft.models.builders import get_lm_model
-
-    from zalo_music.export import build_debug_codec
-    from zalo_music.patches import allow_short_segment_musicgen
-    from zalo_music.train import main
-
-    allow_short_segment_musicgen()
-    cfg = main.get_xp(["solver=zalo/tiny"]).cfg
-    torch.manual_seed(0)
-    lm = get_lm_model(cfg).eval()
-    return MusicGen("tiny-random", build_debug_codec(0), lm, max_duration=10.0)
+def model(tiny_random_musicgen, clap_checkpoint):
+    return tiny_random_musicgen
 
 
 @pytest.fixture(scope="module")

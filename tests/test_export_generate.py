@@ -48,7 +48,7 @@ def test_json(tmp_path_factory) -> Path:
 def test_export_is_small_and_round_trips(tiny_xp, exported, model):
     from audiocraft.models import MusicGen
 
-    from zalo_music.export import build_debug_codec
+    from zalo_music import debug_codec
 
     assert sorted(p.name for p in exported.iterdir()) == ["compression_state_dict.bin", "state_dict.bin",
                                                            "zalo_export.json"]
@@ -60,8 +60,8 @@ def test_export_is_small_and_round_trips(tiny_xp, exported, model):
     ckpt = torch.load(tiny_xp["folder"] / "checkpoint.th", weights_only=True)
     for k, v in ckpt["best_state"]["model"].items():
         torch.testing.assert_close(model.lm.state_dict()[k].cpu(), v.cpu())
-    # the codec is the very one the XP trained with (random debug EnCodec rebuilt from the XP seed)
-    ref = build_debug_codec(int(ckpt["xp.cfg"].seed))
+    # the codec is the very one the XP trained with (the recipe's persisted debug EnCodec)
+    ref = debug_codec.load(debug_codec.checkpoint_file(ckpt["xp.cfg"].compression_model_checkpoint))
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(model.compression_model.state_dict()[k], v)
     model.set_generation_params(duration=1.0)

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests import clap_fixture  # noqa: F401  (points HF_HOME at the stand-in cache: import first)
 
@@ -19,25 +18,8 @@ SEED, BATCH, DURATION, N_ITEMS, N_SHARDS = 3, 4, 1.0, 10, 3
 
 
 @pytest.fixture(scope="module")
-def model():
-    """The tiny recipe's LM with random weights on the debug codec.
-
-    The stand-in HF cache must exist first: audiocraft's solvers import laion_clap, which loads its tokenizers
-    at import time.
-    """
-    clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / "ckpt" / "clap_tiny_random.pt")
-    from audiocraft.models import MusicGen
-    from audiocraft.models.builders import get_lm_model
-
-    from zalo_music.export import build_debug_codec
-    from zalo_music.patches import allow_short_segment_musicgen
-    from zalo_music.train import main
-
-    allow_short_segment_musicgen()
-    cfg = main.get_xp(["solver=zalo/tiny"]).cfg
-    torch.manual_seed(0)
-    lm = get_lm_model(cfg).eval()
-    return MusicGen("tiny-random", build_debug_codec(0), lm, max_duration=10.0)
+def model(tiny_random_musicgen):
+    return tiny_random_musicgen
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def test_tokenize_layout_and_resume(token_cache: dict):
 
     cache = Path(token_cache["cache"])
     meta = json.loads((cache / "meta.json").read_text())
-    assert meta["key"] == token_cache["key"] and cache.name.startswith("debug_compression_model-seed")
+    assert meta["key"] == token_cache["key"] and cache.name.startswith("debug_encodec_32khz-")
     assert meta["key"]["segment"] == {"policy": "whole_clip", "segment_duration": 10.0}
     shard = np.load(cache / "train" / "shard-00000.npy", mmap_mode="r")
     assert shard.dtype == np.int16 and shard.shape[1:] == (4, 250)  # [N, n_q, 10 s x 25 Hz]
@@ -88,17 +88,20 @@ def test_loss_from_tokens_equals_loss_from_audio(token_cache: dict):
 
 @pytest.mark.slow  # tokenizes the demo again with another codec (~30 s)
 def test_stale_cache_is_refused(token_cache: dict, work_root: Path):
+    from zalo_music import debug_codec
     from zalo_music.tokens.encode import tokenize
     from zalo_music.tokens.key import StaleTokenCacheError
 
-    # A cache written by another debug codec (seed 1), alone in its own root.
+    # A cache written by another debug codec (drawn from seed 1), alone in its own root.
     other_root = work_root / "tokens_seed1"
-    other = tokenize([*TOKEN_ARGV, "seed=1"], out=other_root, quiet=True)
+    codec = debug_codec.write(work_root / "codec_seed1" / "debug_codec" / "debug_encodec_32khz.th", seed=1)
+    other_argv = [*TOKEN_ARGV, f"compression_model_checkpoint=//pretrained/{codec}"]
+    other = tokenize(other_argv, out=other_root, quiet=True)
     assert other["key"]["codec"]["state_sha"] != token_cache["key"]["codec"]["state_sha"]
     with pytest.raises(StaleTokenCacheError) as exc:  # explicit path
         _solver([*TOKEN_ARGV, f"zalo.tokens.path={other['cache']}"])
     msg = str(exc.value)
-    assert "codec.seed: this XP 2036 != cache 1" in msg and "codec.state_sha" in msg
+    assert "codec.checkpoint: this XP" in msg and str(codec) in msg and "codec.state_sha" in msg
     assert "`zalo-music tokenize solver=zalo/tiny dset=zalo/demo`" in msg  # train_from= stripped: tokenize reads audio
     from zalo_music.tokens.encode import compose_config, load_codec
     from zalo_music.tokens.resolve import resolve_cache
@@ -109,7 +112,7 @@ def test_stale_cache_is_refused(token_cache: dict, work_root: Path):
     with pytest.raises(StaleTokenCacheError, match="remove"):  # tokenize into a cache of another policy
         (Path(other["cache"]) / "meta.json").write_text(json.dumps(
             {"key": {**other["key"], "n_q": 8}, "splits": {}}))
-        tokenize([*TOKEN_ARGV, "seed=1"], out=other_root, quiet=True)
+        tokenize(other_argv, out=other_root, quiet=True)
 
 
 def test_damaged_shard_is_encoded_again_on_resume(token_cache: dict, tmp_path: Path):

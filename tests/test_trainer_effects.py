@@ -22,34 +22,16 @@ BASE = ["solver=zalo/tiny", "dset=zalo/demo", "optim.updates_per_epoch=4", "opti
 
 @pytest.fixture(scope="module")
 def make_solver(demo_manifests):
-    """Build the real solver of `BASE + overrides` in this process.
-
-    audiocraft's random debug EnCodec (`//pretrained/debug_compression_model`) is built once for the module and
-    each solver gets a copy: building it (a k-means init of 4 codebooks) is ~90% of a solver build (3-15 s), and
-    none of these tests depends on the codec's random weights.
-    """
-    import copy
-
+    """Build the real solver of `BASE + overrides` in this process (its debug codec is loaded from its file)."""
     from audiocraft import train as ac_train
-    from audiocraft.models import builders
 
     from zalo_music.train import main
-
-    original = builders.get_debug_compression_model
-    codec = original()
-
-    def cached_codec(device="cpu", sample_rate: int = 32000):
-        if sample_rate != 32000:
-            return original(device, sample_rate)
-        return copy.deepcopy(codec).to(device)
 
     def make(*extra: str):
         xp = main.get_xp([*BASE, *extra])
         return ac_train.get_solver_from_xp(xp, restore=False)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(builders, "get_debug_compression_model", cached_codec)
-        yield make
+    return make
 
 
 def _train_one_epoch(solver) -> None:

@@ -73,9 +73,9 @@ UPSTREAM: list[tuple[str, str, str]] = [
      "606f01394e0d"),
     ("audiocraft/modules/conditioners.py:T5Conditioner.tokenize", "zalo_music/generate.py:def text_truncator",
      "28b1ce8a4c98"),
-    # export.py: the same package as export_lm; the debug codec rebuilt from its (absent) config
+    # export.py: the same package as export_lm; debug_codec.py: the debug codec rebuilt from its (absent) config
     ("audiocraft/utils/export.py:export_lm", "zalo_music/export.py:def export_lm_state", "20008f32a5ba"),
-    ("audiocraft/models/builders.py:get_debug_compression_model", "zalo_music/export.py:def debug_codec_config",
+    ("audiocraft/models/builders.py:get_debug_compression_model", "zalo_music/debug_codec.py:def config",
      "34dfc8e2bc77"),
     # metrics/clap.py: laion-clap's checkpoint loading and audio preparation, done our way
     ("laion_clap/clap_module/factory.py:load_state_dict", "zalo_music/metrics/clap.py:Same treatment as laion-clap's",
@@ -90,6 +90,8 @@ UPSTREAM: list[tuple[str, str, str]] = [
      "35a0501f66ec"),
     # gridlocal.py: a grid's explorer found as `dora grid` finds it (Dora's own lookup is private)
     ("dora/grid.py:_get_explore", "zalo_music/gridlocal.py:def load_explorer", "212c86f0d7be"),
+    # grids/_explorers.py: ranks rows in place, relying on monitor building every row before it prints them
+    ("dora/grid.py:monitor", "grids/_explorers.py:def process_sheep", "70d49bd5d18a"),
 ]
 
 

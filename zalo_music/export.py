@@ -61,41 +61,19 @@ def resolve_xp_folder(ref: str | Path) -> Path:
     return folder
 
 
-def debug_codec_config(sample_rate: int = 32000) -> dict:
-    """Config from which audiocraft's `builders.get_compression_model` rebuilds its debug EnCodec
-    (`audiocraft/models/builders.py:get_debug_compression_model`, which has no config of its own)."""
-    ratios = {16000: [10, 8, 8], 32000: [10, 8, 16]}[sample_rate]
-    return {
-        "compression_model": "encodec", "device": "cpu", "sample_rate": sample_rate, "channels": 1,
-        "encodec": {"autoencoder": "seanet", "quantizer": "rvq", "sample_rate": sample_rate, "channels": 1},
-        "seanet": {"n_filters": 4, "n_residual_layers": 1, "dimension": 32, "ratios": ratios,
-                   "encoder": {}, "decoder": {}},
-        "rvq": {"n_q": 4, "bins": 400},
-    }
-
-
-def build_debug_codec(seed: int, sample_rate: int = 32000):
-    """The debug codec exactly as the zalo solver builds it: from `seed`, before anything else."""
-    from audiocraft.models.builders import get_debug_compression_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return get_debug_compression_model("cpu", sample_rate=sample_rate)
-
-
 def _export_codec(cfg, out_file: Path) -> None:
-    from audiocraft import __version__
     from audiocraft.utils.export import export_pretrained_compression_model
 
+    from . import debug_codec
+
     ref = str(cfg.compression_model_checkpoint)
+    if ref == f"//pretrained/{DEBUG_CODEC}":
+        raise ValueError(f"compression_model_checkpoint={ref}: audiocraft draws that codec anew at every build, so "
+                         "the one the LM was trained with cannot be exported; train with a persisted codec "
+                         "(solver=zalo/tiny names one: zalo_music/debug_codec.py)")
+    debug_codec.ensure(ref)
     name = ref[len("//pretrained/"):] if ref.startswith("//pretrained/") else ref
-    if name == DEBUG_CODEC:
-        codec = build_debug_codec(int(cfg.seed), int(cfg.sample_rate))
-        pkg = {"best_state": codec.state_dict(), "xp.cfg": OmegaConf.to_yaml(debug_codec_config(int(cfg.sample_rate))),
-               "version": __version__, "exported": True}
-        torch.save(pkg, out_file)
-    else:
-        export_pretrained_compression_model(name, out_file)
+    export_pretrained_compression_model(name, out_file)  # a file is copied whole, a hub name is referenced
 
 
 def open_checkpoint(path: str | Path) -> dict:

@@ -104,6 +104,25 @@ def _last(history: list[dict], stage: str, key: str) -> float | None:
     return None
 
 
+def rank(scores: list[tuple[float | None, float | None]]) -> list[int | None]:
+    """1-based rank of each XP: by evaluate CLAS (higher first) when any XP has one, else by valid ce (lower first).
+
+    The one ranking rule of zalo-music: `compare` and the `dora grid` table (grids/_explorers.py) use it.
+
+    Args:
+        scores: `(clas, valid_ce)` per XP, None where the XP has not reported that metric yet.
+    Returns:
+        The rank of each XP, in the order given; None for an XP without the deciding metric.
+    """
+    by_clas = any(clas is not None for clas, _ in scores)
+    keys = [(None if clas is None else -clas) if by_clas else ce for clas, ce in scores]
+    order = sorted((k, i) for i, k in enumerate(keys) if k is not None)
+    ranks: list[int | None] = [None] * len(scores)
+    for r, (_, i) in enumerate(order, start=1):
+        ranks[i] = r
+    return ranks
+
+
 def compare(grid: str, xps: list[LocalXP] | None = None) -> list[dict]:
     """Rank a grid's XPs: by evaluate CLAS (higher is better) when present, else by valid ce (lower is better).
 
@@ -122,17 +141,10 @@ def compare(grid: str, xps: list[LocalXP] | None = None) -> list[dict]:
         rows.append({"sig": x.sig, "epochs": f"{len(history)}/{x.epochs}",
                      "valid_ce": _last(history, "valid", "ce"), "clap": _last(history, "evaluate", "clap"),
                      "fas": _last(history, "evaluate", "fas"), "clas": _last(history, "evaluate", "clas"),
-                     "argv": " ".join(x.argv), "best": False})
-    by_clas = any(r["clas"] is not None for r in rows)
-
-    def key(r: dict) -> float:
-        if by_clas:
-            return -r["clas"] if r["clas"] is not None else float("inf")
-        return r["valid_ce"] if r["valid_ce"] is not None else float("inf")
-
-    rows.sort(key=key)
-    if rows and key(rows[0]) != float("inf"):
-        rows[0]["best"] = True
+                     "argv": " ".join(x.argv)})
+    for row, r in zip(rows, rank([(row["clas"], row["valid_ce"]) for row in rows]), strict=True):
+        row["rank"], row["best"] = r, r == 1
+    rows.sort(key=lambda row: (row["rank"] is None, row["rank"] or 0))
     return rows
 
 

@@ -144,8 +144,8 @@ class ZaloMusicGenSolver(TokenDataMixin, ClassicOptionsMixin, LoraMixin, MusicGe
                 "execute_only=evaluate`.") from exc
 
     def build_model(self) -> None:
-        # Seed right before the models are built: audiocraft's debug codec is random-init, and
-        # `zalo_music.export` must rebuild the very same one from the XP's seed.
+        # Seed right before the models are built: a random-init LM (solver=zalo/tiny) is the same for a seed
+        # whatever ran before in the process.
         torch.manual_seed(self.cfg.seed)
         super().build_model()
 

@@ -36,7 +36,10 @@ def get_solver(cfg: omegaconf.DictConfig):
     Returns:
         A zalo-music solver when `cfg.solver` is one of `SOLVERS`, else audiocraft's.
     """
+    from zalo_music import debug_codec
+
     adapt_to_device(cfg)
+    debug_codec.ensure(str(cfg.get("compression_model_checkpoint") or ""))  # written once, then loaded
     target = SOLVERS.get(cfg.solver)
     if target is None:
         _warn_padding(cfg)

@@ -18,7 +18,7 @@ from .. import env
 from ..data.manifest import read_manifest
 from ..fileio import write_json
 from . import store
-from .key import cache_key, folder_name, is_debug_codec
+from .key import cache_key, folder_name
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid")
@@ -38,11 +38,9 @@ def compose_config(overrides: tp.Sequence[str]):
 def load_codec(cfg, device: str = "cpu"):
     """The compression model the solver of `cfg` trains on, in eval mode.
 
-    `//pretrained/debug_compression_model` is random-init: it is rebuilt from `cfg.seed` exactly as
-    `ZaloMusicGenSolver.build_model` builds it (`zalo_music.export.build_debug_codec`). Anything else goes
-    through audiocraft's own loader (`CompressionSolver.model_from_checkpoint`: `//pretrained/NAME`, a
-    checkpoint path or `//sig/SIG`). Both are then wrapped like the solver wraps them (`compression_model_n_q`,
-    stereo interleaving).
+    Loaded by audiocraft's own loader, as the solver loads it (`CompressionSolver.model_from_checkpoint`:
+    `//pretrained/NAME`, an exported file such as the tiny recipe's persisted debug codec, a checkpoint path or
+    `//sig/SIG`), then wrapped like the solver wraps it (`compression_model_n_q`, stereo interleaving).
 
     Args:
         cfg: composed XP config.
@@ -51,13 +49,11 @@ def load_codec(cfg, device: str = "cpu"):
     from audiocraft.models.builders import get_wrapped_compression_model
     from audiocraft.solvers.compression import CompressionSolver
 
-    from ..export import build_debug_codec
+    from .. import debug_codec
 
     ckpt = str(cfg.compression_model_checkpoint)
-    if is_debug_codec(ckpt):
-        model = build_debug_codec(int(cfg.seed), int(cfg.sample_rate))
-    else:
-        model = CompressionSolver.model_from_checkpoint(ckpt, device)
+    debug_codec.ensure(ckpt)
+    model = CompressionSolver.model_from_checkpoint(ckpt, device)
     model = get_wrapped_compression_model(model, cfg)
     return model.to(device).eval()
 

@@ -71,9 +71,12 @@ def key_hash(key: dict) -> str:
 
 
 def folder_name(key: dict) -> str:
-    """Cache folder name: readable codec slug + key hash, e.g. `debug_compression_model-seed2036-1a2b3c4d5e6f`."""
+    """Cache folder name: readable codec slug + key hash, e.g. `facebook_encodec_32khz-1a2b3c4d5e6f`."""
     codec = key["codec"]
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(codec["checkpoint"]).replace("//pretrained/", "")).strip("_")
+    name = str(codec["checkpoint"]).replace("//pretrained/", "", 1)
+    if name.startswith("/"):  # a checkpoint file (the tiny recipe's debug codec): its name, not its folders
+        name = name.rsplit("/", 1)[-1].removesuffix(".th")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
     if codec.get("seed") is not None:
         slug += f"-seed{codec['seed']}"
     return f"{slug[:80]}-{key_hash(key)}"
