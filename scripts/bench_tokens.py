@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=24, help="timed training steps per path (split over rounds)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating audio/tokens rounds (noise control)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per path first")
+    ap.add_argument("--loop-clips", type=int, default=8,
+                    help="valid clips on which the 30-s loop in token space is compared with the looped audio's codes")
     args = ap.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="zalo-bench-tokens-"))
@@ -104,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     summary = tokenize(["solver=zalo/tiny", "dset=zalo/demo"], quiet=True)
     tokenize_s = time.time() - t0
+    from zalo_music.tokens.encode import compose_config, load_codec
+    from zalo_music.tokens.loop import compare_loop
+
+    codec, split = load_codec(compose_config(["solver=zalo/tiny", "dset=zalo/demo"])), Path(summary["cache"]) / "valid"
+    loop = {f"seams_pm{s}": compare_loop(codec, split, n=args.loop_clips, seam_frames=s) for s in (2, 4)}
     runners = {"audio": Runner(_solver(["solver=zalo/tiny", "dset=zalo/demo"])),
                "tokens": Runner(_solver(["solver=zalo/tiny", "dset=zalo/demo", "train_from=tokens"]))}
     for r in runners.values():
@@ -117,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     res["tokenize_s"] = round(tokenize_s, 1)
     res["clips"] = args.clips
     res["cache"] = summary["cache"]
+    res["loop"] = {"clips": args.loop_clips, "agree": round(loop["seams_pm2"]["agree"], 5),
+                   **{f"agree_outside_{k}": round(v["agree_away_from_seams"], 5) for k, v in loop.items()}}
     print(json.dumps(res))
     return 0
 

@@ -156,7 +156,9 @@ def test_loop_tiling_matches_encoding_the_loop_up_to_seams(token_cache: dict):
     from zalo_music.tokens.encode import compose_config, load_codec
     from zalo_music.tokens.loop import compare_loop
 
-    report = compare_loop(load_codec(compose_config(TOKEN_ARGV)), Path(token_cache["cache"]) / "valid", n=2)
+    codec, split = load_codec(compose_config(TOKEN_ARGV)), Path(token_cache["cache"]) / "valid"
+    # +-4 frames: the debug codec's receptive field at its 25-Hz frame rate reaches ~3 frames past a seam
+    report = compare_loop(codec, split, n=2, seam_frames=4)
     assert report["agree"] > 0.9, report
     assert report["agree_away_from_seams"] >= report["agree"], report
 
