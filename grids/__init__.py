@@ -3,5 +3,8 @@
 Each grid doubles as provenance: the file states exactly which XPs were launched with which overrides.
 """
 
-# Grids import audiocraft: zalo_music must come first (environment + upstream patches).
-import zalo_music  # noqa: F401,E402
+# Grids import audiocraft: the environment and upstream patches must come first (idempotent; Dora's main, which
+# imports this package, has already done it).
+from zalo_music.runtime import prepare
+
+prepare()

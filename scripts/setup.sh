@@ -67,7 +67,7 @@ fi
 "${PIP[@]}" install -q -e "$ROOT[dev]"
 "${PIP[@]}" install -q --no-deps -e "$src/audiocraft-$AUDIOCRAFT_VERSION"
 
-"$VENV/bin/python" -c "import zalo_music, audiocraft; print('setup: audiocraft', audiocraft.__version__, 'ok')"
+"$VENV/bin/python" -c "import zalo_music; zalo_music.prepare(); import audiocraft; print('setup: audiocraft', audiocraft.__version__, 'ok')"
 rm -f "$VENV"/.zalo-music-setup-*
 touch "$STAMP"
 echo "setup: done -> $VENV (activate with: source $VENV/bin/activate; check with: zalo-music doctor)"

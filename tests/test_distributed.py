@@ -49,7 +49,9 @@ def _one(pattern: str, text: str, what: str) -> re.Match:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_two_ranks_train_from_tokens_with_grad_acc_and_agree_on_clas(token_cache, clap_checkpoint):
-    import zalo_music  # noqa: F401  (safe-load allow-list for the checkpoint's DictConfig)
+    from zalo_music.runtime import prepare
+
+    prepare()  # the safe-load allow-list for the checkpoint's DictConfig
     from zalo_music.solvers.classic_options import weights_fingerprint
     from zalo_music.train import main
 

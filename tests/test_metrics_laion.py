@@ -62,7 +62,9 @@ def clip_files(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def embedder():
-    import zalo_music  # noqa: F401  (before laion_clap)
+    from zalo_music.runtime import prepare
+
+    prepare()  # before laion_clap: its import guard (conftest did it already; explicit when run alone)
     from zalo_music.metrics.clap import ClapSpec, get_embedder
 
     ckpt = clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / "ckpt" / "clap_tiny_random.pt")
