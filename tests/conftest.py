@@ -147,3 +147,12 @@ def tiny_random_musicgen():
     torch.manual_seed(0)
     lm = get_lm_model(cfg).eval()
     return MusicGen("tiny-random", debug_codec.load(), lm, max_duration=10.0)
+
+
+def write_demo_texts(folder: Path, n: int, seed: int) -> Path:
+    """A Zalo JSON of `n` demo descriptions (`zalo_music.data.demo.make_specs(n, seed)`) in `folder`."""
+    from zalo_music.data.demo import make_specs
+
+    path = folder / "texts.json"
+    path.write_text(json.dumps({s.key_id: s.description for s in make_specs(n, seed=seed)}))
+    return path

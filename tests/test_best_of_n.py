@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
-from tests.conftest import PROJECT, TINY_ARGV
+from tests.conftest import PROJECT, TINY_ARGV, write_demo_texts
 
 SEED, BATCH, DURATION, N_ITEMS = 5, 4, 2.0, 6
 
@@ -45,11 +45,7 @@ def model(tiny_random_musicgen, clap_checkpoint):
 
 @pytest.fixture(scope="module")
 def texts(tmp_path_factory) -> Path:
-    from zalo_music.data.demo import make_specs
-
-    path = tmp_path_factory.mktemp("bon") / "texts.json"
-    path.write_text(json.dumps({s.key_id: s.description for s in make_specs(N_ITEMS, seed=5)}))
-    return path
+    return write_demo_texts(tmp_path_factory.mktemp("bon"), N_ITEMS, seed=5)
 
 
 def _gen(**kw):

@@ -7,12 +7,12 @@ batches with other seeds and other bytes. The LM is the tiny recipe's (random we
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from tests import clap_fixture  # noqa: F401  (points HF_HOME at the stand-in cache: import first)
+from tests.conftest import write_demo_texts
 
 SEED, BATCH, DURATION, N_ITEMS, N_SHARDS = 3, 4, 1.0, 10, 3
 
@@ -24,11 +24,7 @@ def model(tiny_random_musicgen):
 
 @pytest.fixture(scope="module")
 def texts(tmp_path_factory) -> Path:
-    from zalo_music.data.demo import make_specs
-
-    path = tmp_path_factory.mktemp("shard") / "texts.json"
-    path.write_text(json.dumps({s.key_id: s.description for s in make_specs(N_ITEMS, seed=7)}))
-    return path
+    return write_demo_texts(tmp_path_factory.mktemp("shard"), N_ITEMS, seed=7)
 
 
 def _gen():

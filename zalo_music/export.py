@@ -23,8 +23,6 @@ from omegaconf import OmegaConf
 from . import env
 from .fileio import atomic_path
 
-DEBUG_CODEC = "debug_compression_model"
-
 
 def resolve_xp_folder(ref: str | Path) -> Path:
     """XP folder from a signature (`abcd1234` or `//sig/abcd1234`) or a folder path.
@@ -65,9 +63,10 @@ def _export_codec(cfg, out_file: Path) -> None:
     from audiocraft.utils.export import export_pretrained_compression_model
 
     from . import debug_codec
+    from .tokens.key import is_debug_codec
 
     ref = str(cfg.compression_model_checkpoint)
-    if ref == f"//pretrained/{DEBUG_CODEC}":
+    if is_debug_codec(ref):
         raise ValueError(f"compression_model_checkpoint={ref}: audiocraft draws that codec anew at every build, so "
                          "the one the LM was trained with cannot be exported; train with a persisted codec "
                          "(solver=zalo/tiny names one: zalo_music/debug_codec.py)")

@@ -7,7 +7,6 @@ Rerunning resumes: finished clips, prepared files and the trained XP are reused.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,18 +15,6 @@ from . import env
 from .procutil import run_dora
 
 TINY_ARGV = ["solver=zalo/tiny", "dset=zalo/demo"]
-
-
-def dora(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    """Run `dora -P zalo_music ARGS` in a child process (one training per process: audiocraft sets the
-    multiprocessing start method once per process).
-
-    Args:
-        args: dora sub-command and arguments.
-        check: raise on a non-zero exit.
-        capture: return stdout/stderr (merged) instead of streaming them.
-    """
-    return run_dora(*args, check=check, capture=capture)
 
 
 def xp_signature(argv: list[str]) -> tuple[str, Path]:
@@ -59,8 +46,8 @@ def main(extra: list[str] | None = None, clips: int = 64) -> int:
     argv = TINY_ARGV + list(extra or [])
     sig, folder = xp_signature(argv)
     print(f"training XP {sig} ({' '.join(argv)}) in {folder}", flush=True)
-    dora("run", *argv)
-    info = dora("info", "-f", sig, "-m", capture=True).stdout
+    run_dora("run", *argv)
+    info = run_dora("info", "-f", sig, "-m", capture=True).stdout
     metrics_line = next((ln for ln in info.splitlines() if "Metrics[" in ln), "").strip()
     print(f"dora -P zalo_music info -f {sig} -m\n  {metrics_line}")
     samples = sorted((folder / "samples").rglob("*.wav"))
