@@ -147,12 +147,13 @@ def train(opts: dict, run: bool = True) -> tuple[str, list[str]]:
                          f"see {report['manifests']}/report.json)")
     argv = overrides(opts, report["splits"]["train"])
     argv += device_overrides(argv)
-    from .quickstart import dora, xp_signature
+    from .procutil import run_dora
+    from .quickstart import xp_signature
 
     sig, folder = xp_signature(argv)
     print(f"zalo-music train: XP {sig} -> {folder}\n  dora -P zalo_music run {' '.join(argv)}", flush=True)
     if run:
-        proc = dora("run", *argv, check=False)
+        proc = run_dora("run", *argv, check=False)
         if proc.returncode != 0:
             print(f"zalo-music train: XP {sig} failed (exit {proc.returncode}); log: {folder / 'solver.log.0'}",
                   file=sys.stderr)
