@@ -284,6 +284,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     gn.add_argument("--cfg-coef", type=_number(float, 0), default=3.0, help="classifier-free guidance coefficient")
     gn.add_argument("--seed", type=int, default=0, help="same seed + batch size, same audio")
     gn.add_argument("--batch-size", type=_POSITIVE_INT, default=16, help="descriptions per forward pass")
+    gn.add_argument("--decoder", choices=("fast", "audiocraft"), default="fast",  # fast_decoder.DECODERS (torch-free here)
+                    help="token decoding loop: fast (cached text keys/values, static KV cache; the same codes as "
+                         "audiocraft's for the same seed) or audiocraft (its own MusicGen loop)")
     gn.add_argument("--shard", type=_shard, default=None,
                     help="i/n: do only shard i of n (0-based), e.g. one per GPU or machine: batch k of the sorted "
                          "ids goes to shard k mod n, so the shards together give the unsharded run's bytes")

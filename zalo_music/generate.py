@@ -63,6 +63,9 @@ class GenerationConfig:
     #: Best-of-N: samples drawn per description (in the same batched LM pass); the one whose written MP3 has
     #: the highest CLAP against its description is kept. 1: no CLAP at all, today's bytes.
     candidates: int = 1
+    #: The token decoding loop: "fast" (zalo_music/fast_decoder.py: the same codes, a fraction of the work) or
+    #: "audiocraft" (its own `MusicGen` loop).
+    decoder: str = "fast"
 
 
 def generation_config_from_cfg(cfg) -> GenerationConfig:
@@ -80,7 +83,7 @@ def generation_config_from_cfg(cfg) -> GenerationConfig:
     if unknown:
         raise ValueError(f"zalo.generate.{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})")
     types = {"duration": float, "top_k": int, "top_p": float, "temperature": float, "cfg_coef": float,
-             "seed": int, "batch_size": int, "sample_rate": int}
+             "seed": int, "batch_size": int, "sample_rate": int, "decoder": str}
     kwargs = {k: types[k](v) for k, v in block.items() if v is not None}
     candidates = cfg.zalo.eval.candidates
     return GenerationConfig(**kwargs, candidates=int(candidates) if candidates is not None else 1)
@@ -326,11 +329,13 @@ def write_mp3(path: Path, audio: np.ndarray, sample_rate: int) -> None:
         sf.write(str(tmp), audio, sample_rate, format="MP3")
 
 
-def generate_batch(model, texts: list[str]) -> torch.Tensor:
+def generate_batch(model, texts: list[str], decoder: str = "fast") -> torch.Tensor:
     """Waveforms [B, C, T] for `texts`: all tokens in one batched LM pass, then the codec decode.
 
     This is audiocraft's `BaseGenModel.generate` (audiocraft/models/genmodel.py, 1.3.0) split in its two
-    stages, because the decode parallelises differently from the LM. On GPU the batch is decoded in one call.
+    stages, because the decode parallelises differently from the LM. The tokens come from
+    `fast_decoder.generate_tokens` (the same codes for the same seed) or, with `decoder="audiocraft"`, from
+    audiocraft's own loop. On GPU the batch is decoded in one call.
     On CPU a batched decode gains nothing (the codec's 1-D convolutions are compute-bound and their
     activations over 10 s of audio leave the cache as the batch grows), so the clips are decoded in parallel
     instead, one per core, each single-threaded (see `_cpu_pool`).
@@ -338,9 +343,17 @@ def generate_batch(model, texts: list[str]) -> torch.Tensor:
     Args:
         model: a MusicGen with its generation parameters set.
         texts: descriptions.
+        decoder: one of `fast_decoder.DECODERS`.
     """
+    from . import fast_decoder
+
     attributes, prompt_tokens = model._prepare_tokens_and_attributes(texts, None)
-    tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
+    if decoder == "fast":
+        tokens = fast_decoder.generate_tokens(model, attributes)
+    elif decoder == "audiocraft":
+        tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
+    else:
+        raise ValueError(f"--decoder {decoder}: expected one of {', '.join(fast_decoder.DECODERS)}")
     if tokens.device.type != "cpu":
         return model.generate_audio(tokens)
     pool = _cpu_pool(torch.get_num_threads())
@@ -406,6 +419,10 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         raise ValueError(f"--duration {gen.duration} / --sample-rate {gen.sample_rate}: must be positive")
     if gen.candidates < 1:
         raise ValueError(f"--candidates {gen.candidates}: must be at least 1")
+    from .fast_decoder import DECODERS, check_supported
+
+    if gen.decoder not in DECODERS:
+        raise ValueError(f"--decoder {gen.decoder}: expected one of {', '.join(DECODERS)}")
     best_of = gen.candidates > 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -454,6 +471,8 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     if model is not None:
         model.set_generation_params(use_sampling=True, top_k=gen.top_k, top_p=gen.top_p,
                                     temperature=gen.temperature, duration=gen.duration, cfg_coef=gen.cfg_coef)
+        if todo and gen.decoder == "fast":
+            check_supported(model)  # one clear error before any batch, not one failure per batch
     written = 0
     failed: dict[str, str] = {}
     bar = tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet)
@@ -476,7 +495,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         torch.manual_seed(batch_seed(gen.seed, [k for k, _, _ in batch]))
         try:
             with torch.inference_mode():  # no autograd bookkeeping at all: faster than no_grad on CPU
-                wavs = generate_batch(model, texts).cpu()
+                wavs = generate_batch(model, texts, gen.decoder).cpu()
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - this batch's ids get the reason, the next batch goes on
@@ -706,7 +725,7 @@ def _write_one(target: Path, wav: torch.Tensor, model_rate: int, gen: Generation
 
 #: `zalo-music generate` options that `--from-xp` supplies (GenerationConfig fields) -> their CLI defaults.
 _XP_OPTIONS = {"duration": 10.0, "sample_rate": 32000, "top_k": 250, "top_p": 0.0, "temperature": 1.0,
-               "cfg_coef": 3.0, "seed": 0, "batch_size": 16, "candidates": 1}
+               "cfg_coef": 3.0, "seed": 0, "batch_size": 16, "candidates": 1, "decoder": "fast"}
 
 
 def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
