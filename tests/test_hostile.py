@@ -203,7 +203,8 @@ def _gen_json(tmp_path: Path, n: int = 6, extra: dict | None = None) -> Path:
     return js
 
 
-GEN = GenerationConfig(duration=1.0, batch_size=2, sample_rate=16000)
+# the fake model stands in for audiocraft's two generation stages: audiocraft's decoder path calls them
+GEN = GenerationConfig(duration=1.0, batch_size=2, sample_rate=16000, decoder="audiocraft")
 
 
 def test_generate_refuses_unwritable_names_before_any_model_work(tmp_path):
@@ -292,7 +293,7 @@ def test_disk_full_never_commits_a_truncated_clip_and_resume_finishes(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
     try:
         js = _gen_json(tmp_path, 8)
-        gen = GenerationConfig(duration=2.0, batch_size=8, sample_rate=16000)  # ~16 KB a clip: 64 KB holds ~3
+        gen = GenerationConfig(duration=2.0, batch_size=8, sample_rate=16000, decoder="audiocraft")  # ~16 KB a clip: 64 KB holds ~3
         try:
             summary = generate("fake", js, mnt, gen, model=CountingFake(), quiet=True)
             assert summary["failed"]

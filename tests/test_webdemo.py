@@ -50,7 +50,8 @@ def backend(tmp_path, monkeypatch):
         return FakeMusicGen()
 
     monkeypatch.setattr(g, "load_model", fake_load)
-    b = webdemo.DemoBackend(["fake/model"], out_dir=tmp_path / "out", max_chars=50)
+    # the fake stands in for audiocraft's two generation stages: it runs through audiocraft's decoder path
+    b = webdemo.DemoBackend(["fake/model"], out_dir=tmp_path / "out", max_chars=50, decoder="audiocraft")
     b.loads = loads
     return b
 

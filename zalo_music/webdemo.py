@@ -132,11 +132,13 @@ class DemoBackend:
         max_chars: longest accepted description.
         out_dir: folder for generated files (default: a fresh temporary folder).
         sample_rate: output sample rate (the submission's, 32 kHz).
+        decoder: token decoding loop (`generate --decoder`).
     """
 
     def __init__(self, models: list[str] | tuple[str, ...] = (), device: str | None = None,
                  max_chars: int = DEFAULT_MAX_CHARS, out_dir: str | Path | None = None,
-                 sample_rate: int = 32000) -> None:
+                 sample_rate: int = 32000, decoder: str = "fast") -> None:
+        self.decoder = decoder
         self.extra = list(models)
         self.device = device
         if int(max_chars) < 1:
@@ -220,7 +222,7 @@ class DemoBackend:
                                         duration=duration, cfg_coef=cfg_coef)
             torch.manual_seed(seed)
             with torch.inference_mode():
-                wav = generate_batch(model, [text_truncator(model)(text)[0]])[0]
+                wav = generate_batch(model, [text_truncator(model)(text)[0]], self.decoder)[0]
             audio = postprocess(wav, model.sample_rate, self.sample_rate, duration)
             gen_s = time.perf_counter() - start
         # uuid names: concurrent users never overwrite each other's file, and nothing user-typed becomes a path
