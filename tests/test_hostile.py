@@ -275,7 +275,7 @@ def test_generate_zip_with_refused_ids_writes_none_and_names_zip_partial(tmp_pat
     _fake_loader(monkeypatch)
     js = _gen_json(tmp_path, 2, {"../evil.mp3": DESC})
     base = ["generate", "--json", str(js), "--out", str(tmp_path / "o"), "--duration", "1", "--sample-rate",
-            "16000", "--batch-size", "2"]
+            "16000", "--batch-size", "2", "--decoder", "audiocraft"]
     assert cli.main([*base, "--zip", str(tmp_path / "s.zip")]) == 1
     out = capsys.readouterr().out
     assert not (tmp_path / "s.zip").exists() and "--zip-partial" in out and "../evil.mp3" in out

@@ -440,7 +440,8 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
 
         rerank = rerank or rr.RerankOptions()
         # Everything the chosen bytes depend on: a resumed run with other settings would mix two experiments.
-        settings = {**vars(gen), **rerank.settings()}
+        # (not the decoder: both decoders draw the same codes, tests/test_fast_decoder.py)
+        settings = {**{k: v for k, v in vars(gen).items() if k != "decoder"}, **rerank.settings()}
         rr.check_settings(out, settings)
 
     def unfinished(batch: list) -> bool:
@@ -752,7 +753,11 @@ def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
                   "clap_model": rerank.clap.amodel, "fas_weight": rerank.fas_weight}
         defaults = {**_XP_OPTIONS, "model": "facebook/musicgen-small", "clap_checkpoint": None,
                     "clap_model": "HTSAT-base", "fas_weight": 0.0}
+        # the decoder is the user's choice: both draw the same codes (tests/test_fast_decoder.py)
+        gen = dataclasses.replace(gen, decoder=getattr(args, "decoder", gen.decoder))
         for name, default in defaults.items():
+            if name == "decoder":
+                continue
             given = getattr(args, name, default)
             if given != default and given != wanted[name]:
                 raise ValueError(f"--{name.replace('_', '-')} {given}: --from-xp {args.from_xp} was scored with "
