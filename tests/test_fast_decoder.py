@@ -78,7 +78,7 @@ def _condition_tensors(lm, rows: int, lengths: list[int], seed: int) -> dict:
     return {name: (emb, mask)}
 
 
-@pytest.mark.parametrize("which", ["tiny", "full_shape"])
+@pytest.mark.parametrize("which", ["tiny", pytest.param("full_shape", marks=pytest.mark.slow)])
 def test_teacher_forced_logits_equal_audiocrafts_forward(which, request):
     from zalo_music.fast_decoder import FastDecoder
 
@@ -129,6 +129,7 @@ def test_sampled_tokens_equal_audiocrafts_tiny(tiny, sampling, tmp_path):
     assert torch.equal(ours, upstream), f"{(ours != upstream).float().mean().item():.2%} of the codes differ"
 
 
+@pytest.mark.slow  # builds a T5-base stand-in and a 1024-wide LM: kept out of test-fast
 def test_sampled_tokens_equal_audiocrafts_full_shape_real_descriptions(full_shape):
     texts = _texts(4)
     tokenizer = full_shape.lm.condition_provider.conditioners["description"].t5_tokenizer
