@@ -40,6 +40,16 @@ class UnsupportedModel(ValueError):
     """The model (or the requested generation) uses a feature the fast decoder does not implement."""
 
 
+def check_decoder(name: str) -> None:
+    """Raise ValueError unless `name` is one of `DECODERS` (`--decoder`, `zalo.generate.decoder`).
+
+    Args:
+        name: the decoder asked for.
+    """
+    if name not in DECODERS:
+        raise ValueError(f"--decoder {name}: expected one of {', '.join(DECODERS)}")
+
+
 def _in_projection(attn) -> tuple[torch.Tensor, torch.Tensor | None, torch.nn.Module]:
     """(packed q/k/v weight, its bias, output projection) of an audiocraft `StreamingMultiheadAttention`.
 
@@ -246,6 +256,9 @@ def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], N
         codes = torch.full((rows, lm.num_codebooks, gen_len), UNKNOWN_TOKEN, dtype=torch.long, device=device)
         sequence, _, mask = pattern.build_pattern_sequence(codes, lm.special_token_id)
         first = pattern.get_first_step_with_timesteps(0)
+        if first != 1:  # the loop feeds one position per step from position 0 on
+            raise UnsupportedModel(f"--decoder fast does not support this model: its codebook pattern starts "
+                                   f"at step {first}; use --decoder audiocraft")
         length = sequence.shape[-1]
         decoder = FastDecoder(lm, cross_src, length)
         special = torch.full([], lm.special_token_id, dtype=torch.long, device=device)

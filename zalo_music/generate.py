@@ -348,12 +348,11 @@ def generate_batch(model, texts: list[str], decoder: str = "fast") -> torch.Tens
     from . import fast_decoder
 
     attributes, prompt_tokens = model._prepare_tokens_and_attributes(texts, None)
+    fast_decoder.check_decoder(decoder)
     if decoder == "fast":
         tokens = fast_decoder.generate_tokens(model, attributes)
-    elif decoder == "audiocraft":
-        tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
     else:
-        raise ValueError(f"--decoder {decoder}: expected one of {', '.join(fast_decoder.DECODERS)}")
+        tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
     if tokens.device.type != "cpu":
         return model.generate_audio(tokens)
     pool = _cpu_pool(torch.get_num_threads())
@@ -419,10 +418,9 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         raise ValueError(f"--duration {gen.duration} / --sample-rate {gen.sample_rate}: must be positive")
     if gen.candidates < 1:
         raise ValueError(f"--candidates {gen.candidates}: must be at least 1")
-    from .fast_decoder import DECODERS, check_supported
+    from .fast_decoder import check_decoder, check_supported
 
-    if gen.decoder not in DECODERS:
-        raise ValueError(f"--decoder {gen.decoder}: expected one of {', '.join(DECODERS)}")
+    check_decoder(gen.decoder)
     best_of = gen.candidates > 1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -726,7 +724,7 @@ def _write_one(target: Path, wav: torch.Tensor, model_rate: int, gen: Generation
 
 #: `zalo-music generate` options that `--from-xp` supplies (GenerationConfig fields) -> their CLI defaults.
 _XP_OPTIONS = {"duration": 10.0, "sample_rate": 32000, "top_k": 250, "top_p": 0.0, "temperature": 1.0,
-               "cfg_coef": 3.0, "seed": 0, "batch_size": 16, "candidates": 1, "decoder": "fast"}
+               "cfg_coef": 3.0, "seed": 0, "batch_size": 16, "candidates": 1}
 
 
 def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
@@ -753,11 +751,9 @@ def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
                   "clap_model": rerank.clap.amodel, "fas_weight": rerank.fas_weight}
         defaults = {**_XP_OPTIONS, "model": "facebook/musicgen-small", "clap_checkpoint": None,
                     "clap_model": "HTSAT-base", "fas_weight": 0.0}
-        # the decoder is the user's choice: both draw the same codes (tests/test_fast_decoder.py)
+        # the decoder is the user's choice, not the XP's: both draw the same codes (tests/test_fast_decoder.py)
         gen = dataclasses.replace(gen, decoder=getattr(args, "decoder", gen.decoder))
         for name, default in defaults.items():
-            if name == "decoder":
-                continue
             given = getattr(args, name, default)
             if given != default and given != wanted[name]:
                 raise ValueError(f"--{name.replace('_', '-')} {given}: --from-xp {args.from_xp} was scored with "
@@ -774,7 +770,8 @@ def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
         return spec, gen, rerank
     from .metrics.clap import resolve_reference
 
-    gen = GenerationConfig(**{k: getattr(args, k) for k in _XP_OPTIONS})
+    gen = GenerationConfig(**{k: getattr(args, k) for k in _XP_OPTIONS},
+                           decoder=getattr(args, "decoder", GenerationConfig.decoder))
     # the reference statistics of the FAS-aware objective are cached where `score` caches them
     cache = str(resolve_reference("//reference/fad_stats", create=True)) if args.fas_weight > 0 else None
     rerank = RerankOptions(clap=ClapSpec(checkpoint=args.clap_checkpoint, amodel=args.clap_model,
