@@ -22,9 +22,9 @@ def test_tiny_recipe_composes_on_audiocraft_defaults(main):
     cfg = main.get_xp(["solver=zalo/tiny"]).cfg
     assert cfg.solver == "zalo_musicgen"
     assert cfg.device == "cpu" and cfg.autocast is True  # the real recipe's; the registry turns it off on CPU
-    assert cfg.compression_model_checkpoint.endswith("/debug_codec/debug_encodec_32khz.th")  # persisted once
+    assert cfg.compression_model_checkpoint.endswith("/debug_codec/debug_encodec_fitted_32khz.th")  # persisted once
     assert cfg.conditioners.description.model == "lut"
-    assert cfg.conditioners.description.lut.tokenizer == "noop"
+    assert cfg.conditioners.description.lut.tokenizer == "words"  # patches.offline_word_tokenizer
     assert cfg.transformer_lm.dim == 64  # audiocraft's xsmall scale
     assert cfg.transformer_lm.card == 400
     assert cfg.dataset.segment_duration == 10

@@ -37,7 +37,7 @@ def test_tokenize_layout_and_resume(token_cache: dict):
 
     cache = Path(token_cache["cache"])
     meta = json.loads((cache / "meta.json").read_text())
-    assert meta["key"] == token_cache["key"] and cache.name.startswith("debug_encodec_32khz-")
+    assert meta["key"] == token_cache["key"] and cache.name.startswith("debug_encodec_fitted_32khz-")
     assert meta["key"]["segment"] == {"policy": "whole_clip", "segment_duration": 10.0}
     shard = np.load(cache / "train" / "shard-00000.npy", mmap_mode="r")
     assert shard.dtype == np.int16 and shard.shape[1:] == (4, 250)  # [N, n_q, 10 s x 25 Hz]
@@ -94,7 +94,7 @@ def test_stale_cache_is_refused(token_cache: dict, work_root: Path):
 
     # A cache written by another debug codec (drawn from seed 1), alone in its own root.
     other_root = work_root / "tokens_seed1"
-    codec = debug_codec.write(work_root / "codec_seed1" / "debug_codec" / "debug_encodec_32khz.th", seed=1)
+    codec = debug_codec.write(work_root / "codec_seed1" / "debug_codec" / "debug_encodec_fitted_32khz.th", seed=1)
     other_argv = [*TOKEN_ARGV, f"compression_model_checkpoint=//pretrained/{codec}"]
     other = tokenize(other_argv, out=other_root, quiet=True)
     assert other["key"]["codec"]["state_sha"] != token_cache["key"]["codec"]["state_sha"]

@@ -95,10 +95,7 @@ def overrides(opts: dict, n_train: int) -> list[str]:
     argv += [f"dataset.train.num_samples={per_epoch * opts['batch_size']}"]
     argv += [f"optim.lr={opts['lr']}", f"optim.adam.weight_decay={opts['weight_decay']}",
              f"dataset.batch_size={opts['batch_size']}", f"zalo.grad_acc={opts['grad_acc']}"]
-    if model_id == "tiny":
-        argv += [f"schedule.linear_warmup.warmup={opts['warmup_steps']}"]
-    else:
-        argv += [f"schedule.cosine.warmup={opts['warmup_steps']}"]
+    argv += [f"schedule.cosine.warmup={opts['warmup_steps']}"]  # every recipe (tiny too) uses the cosine schedule
     argv += [f"classifier_free_guidance.training_dropout={opts['cfg_p'] if opts['use_cfg'] else 0.0}"]
     if opts["no_label"]:
         argv += ["+attribute_dropout.text.description=1.0"]

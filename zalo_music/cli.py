@@ -316,6 +316,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_validate)
 
     from .classic_train import register as register_train  # each is light at import: keeps --help fast
+    from .conditioning import register as register_check_conditioning
     from .metrics.cli import register as register_score
     from .standins.cli import register as register_standins
     from .tokens.cli import register as register_tokenize
@@ -326,6 +327,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     register_tokenize(sub)
     register_train(sub)
     register_demo(sub)
+    register_check_conditioning(sub)
     return p
 
 

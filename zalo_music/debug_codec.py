@@ -1,10 +1,16 @@
-"""audiocraft's random debug EnCodec, written once as an exported compression checkpoint.
+"""audiocraft's random debug EnCodec with codebooks fitted to music, written once as an exported checkpoint.
 
 `solver=zalo/tiny` names this file (`compression_model_checkpoint: //pretrained/<reference dir>/debug_codec/...`),
 so the solver, `zalo-music tokenize`, `export` and the tests load the same weights through audiocraft's own
 loader (`CompressionModel.get_pretrained` on a path). audiocraft's `//pretrained/debug_compression_model` is
 drawn anew at every build (from whatever the RNG holds, with a k-means init that costs seconds); each consumer
 would have to replay the solver's RNG to get the codec the LM was trained with.
+
+audiocraft fits the debug codec's quantizer (k-means) to standard-normal noise, which is not what its random
+encoder outputs for audio: every frame of every clip then falls in one or two codes (0.003 nats of entropy in the
+first codebook on the demo clips), so an LM trained on them has nothing to learn and no text to follow. `write`
+re-runs audiocraft's own k-means initialisation on the encoder's latents of rendered demo music instead; the
+encoder and decoder keep their random weights.
 """
 
 from __future__ import annotations
@@ -16,6 +22,11 @@ from . import env
 #: The RNG seed the persisted codec is drawn from (any fixed value: the weights are random either way).
 SEED = 0
 FOLDER = "debug_codec"
+#: File-name stem: `fitted` tells this codec from one written by the earlier, noise-fitted, version.
+STEM = "debug_encodec_fitted"
+#: Demo clips (seeded apart from any dataset's) whose latents fit the codebooks: 16 x 250 frames for 400 bins.
+FIT_CLIPS = 16
+FIT_SEED = 12345
 
 
 def default_path(sample_rate: int = 32000) -> Path:
@@ -24,7 +35,7 @@ def default_path(sample_rate: int = 32000) -> Path:
     Args:
         sample_rate: 32000 (MusicGen's) or 16000, the rates audiocraft's debug codec supports.
     """
-    return env.reference_dir() / FOLDER / f"debug_encodec_{sample_rate // 1000}khz.th"
+    return env.reference_dir() / FOLDER / f"{STEM}_{sample_rate // 1000}khz.th"
 
 
 def config(sample_rate: int = 32000) -> dict:
@@ -66,11 +77,40 @@ def write(path: str | Path, sample_rate: int = 32000, seed: int = SEED) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         codec = get_debug_compression_model("cpu", sample_rate=sample_rate)
+        fit_codebooks(codec, sample_rate)
     pkg = {"best_state": codec.state_dict(), "xp.cfg": OmegaConf.to_yaml(config(sample_rate)),
            "version": __version__, "exported": True}
     with atomic_path(path) as tmp:
         torch.save(pkg, tmp)
     return Path(path)
+
+
+def fit_codebooks(codec, sample_rate: int, clips: int = FIT_CLIPS) -> None:
+    """Re-initialise the codec's residual codebooks by audiocraft's k-means on its latents of demo music.
+
+    Upstream: `audiocraft/models/builders.py:get_debug_compression_model` initialises them on `torch.randn`.
+    Each `EuclideanCodebook` is marked uninitialised, then one training-mode pass of the quantizer over the
+    latents runs its own `init_embed_` (k-means on the first layer's input, then on each residual).
+
+    Args:
+        codec: audiocraft's `EncodecModel` (modified in place, returned in eval mode).
+        sample_rate: the codec's rate, at which the clips are rendered.
+        clips: number of 10-s demo clips fitted on.
+    """
+    import numpy as np
+    import torch
+
+    from .data.demo import make_specs, render
+
+    audio = [render(spec, sample_rate=sample_rate) for spec in make_specs(clips, seed=FIT_SEED)]
+    wav = torch.from_numpy(np.stack(audio)).float()[:, None]
+    with torch.no_grad():
+        latents = codec.encoder(wav)
+        for layer in codec.quantizer.vq.layers:
+            layer._codebook.inited.fill_(0)
+        codec.quantizer.train()
+        codec.quantizer(latents, codec.frame_rate)
+    codec.eval()
 
 
 def checkpoint_file(checkpoint: str) -> Path | None:

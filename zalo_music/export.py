@@ -138,11 +138,16 @@ def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False, keep_ad
     """
     folder = resolve_xp_folder(ref)
     out = Path(out_dir)
+    stat = (folder / "checkpoint.th").stat()
+    checkpoint_id = f"{stat.st_size}-{stat.st_mtime_ns}"  # a rerun of the XP (same sig) writes a new one
     if out.exists() and any(out.iterdir()) and not force:
-        meta = out / "zalo_export.json"
-        if meta.is_file() and json.loads(meta.read_text()).get("sig") == folder.name:
+        meta_file = out / "zalo_export.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        if meta.get("sig") == folder.name and meta.get("checkpoint") == checkpoint_id:
             return out  # already exported: exports are immutable snapshots of a finished best state
-        raise FileExistsError(f"{out} exists and is not an export of {folder.name}: pick another folder or --force")
+        if meta.get("sig") != folder.name:  # (an export of an earlier checkpoint of this XP is replaced)
+            raise FileExistsError(f"{out} exists and is not an export of {folder.name}: pick another folder or "
+                                  "--force")
     # Memory-mapped: the optimizer state and the current weights are never read (see the module docstring).
     pkg = open_checkpoint(folder / "checkpoint.th")
     cfg = pkg["xp.cfg"]
@@ -159,7 +164,7 @@ def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False, keep_ad
                 raise ValueError(f"--keep-adapters: {folder.name} is not a LoRA XP (zalo.lora.rank is 0)")
             save_adapters(pkg, tmp / "lora_adapters.pt")
         valid = [h.get("valid", {}) for h in history if "valid" in h]
-        meta = {"sig": folder.name, "xp_folder": str(folder), "epochs": len(history),
+        meta = {"sig": folder.name, "xp_folder": str(folder), "checkpoint": checkpoint_id, "epochs": len(history),
                 "best_valid_ce": min((v["ce"] for v in valid if "ce" in v), default=None),
                 "solver": str(cfg.solver), "compression_model": str(cfg.compression_model_checkpoint),
                 "sample_rate": int(cfg.sample_rate), "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -281,6 +281,56 @@ def cosine_schedule_without_decay_steps() -> None:
     CosineLRScheduler._get_sched_lr = _get_sched_lr  # type: ignore[method-assign]
 
 
+#: `tokenizer:` value of audiocraft's LUT conditioner that `offline_word_tokenizer` adds.
+WORDS_TOKENIZER = "words"
+
+
+def offline_word_tokenizer() -> None:
+    """Add `tokenizer: words` to audiocraft's LUT text conditioner: one hashed token per word, nothing downloaded.
+
+    Upstream: `audiocraft/modules/conditioners.py` `LUTConditioner` accepts `whitespace` (one token per word) or
+    `noop` (the whole string hashed to one token). `whitespace`'s `WhiteSpaceTokenizer` loads spaCy's
+    `en_core_web_sm` and calls `spacy.cli.download` when it is missing, which fails offline (CI, clusters without
+    egress). With `noop` every description is its own bucket, so a description never seen in training reaches the
+    LM as an untrained random vector: nothing it learned from words carries over. `words` is audiocraft's own
+    `WhiteSpaceTokenizer` (numbers spelled out, punctuation dropped, words hashed into the table) on spaCy's blank
+    English pipeline, which ships with spaCy: no lemmas (blank English has no lemmatizer) and stop words kept
+    ("no drums" must not read as "drums"). Runs when `audiocraft.modules.conditioners` is first imported.
+    """
+    conditioners = sys.modules.get("audiocraft.modules.conditioners")
+    if conditioners is None:
+        import audiocraft.modules.conditioners as conditioners
+    lut = conditioners.LUTConditioner
+    if getattr(lut.__init__, "_zalo_patched", False):
+        return
+    original = lut.__init__
+
+    class BlankEnglishWordTokenizer(conditioners.WhiteSpaceTokenizer):
+        def __init__(self, n_bins: int, pad_idx: int = 0) -> None:
+            import spacy
+
+            self.n_bins, self.pad_idx = n_bins, pad_idx
+            self.lemma, self.stopwords = False, False
+            self.nlp = spacy.blank("en")
+
+    def __init__(self, n_bins: int, dim: int, output_dim: int, tokenizer: str, pad_idx: int = 0):
+        words = tokenizer == WORDS_TOKENIZER
+        original(self, n_bins, dim, output_dim, "noop" if words else tokenizer, pad_idx=pad_idx)
+        if words:
+            self.tokenizer = BlankEnglishWordTokenizer(n_bins, pad_idx=pad_idx)
+
+    __init__._zalo_patched = True  # type: ignore[attr-defined]
+    lut.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _when_conditioners_are_imported() -> None:
+    name = "audiocraft.modules.conditioners"
+    if name in sys.modules:
+        offline_word_tokenizer()
+    elif not any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, offline_word_tokenizer))
+
+
 def apply() -> None:
     """Apply every patch once (idempotent)."""
     global _APPLIED
@@ -288,4 +338,5 @@ def apply() -> None:
         return
     _guard_laion_clap_import()
     _when_torch_is_imported()
+    _when_conditioners_are_imported()
     _APPLIED = True
