@@ -118,18 +118,21 @@ def test_full_finetune_from_tokens_learns_text(validity_data, tokens_xp):
 
 
 def test_from_audio_learns_text(validity_data):
-    assert_learns("from audio", train(*BASE), validity_data["valid"])
+    # One epoch more than the token paths: its gap after 150 steps is about half theirs (docs/BENCHMARKS.md).
+    assert_learns("from audio", train(*BASE, "optim.epochs=4"), validity_data["valid"])
 
+
+# The 30-s paths get the same 150 steps: the text is learned per (description, clip) pair seen, not per token
+# (with a third of the steps, 3x longer sequences learned no text at all).
 
 def test_tokens_loop30_learns_text(validity_data):
-    # 3x longer sequences per step: a third of the steps sees the same number of tokens.
-    sig = train(*BASE, "train_from=tokens_loop30", "optim.updates_per_epoch=17", "dataset.train.num_samples=272")
+    sig = train(*BASE, "train_from=tokens_loop30")
     assert_learns("tokens, loop augmentation (30 s)", sig, validity_data["valid"])
 
 
 def test_concat30_learns_text(validity_data):
     sig = train("solver=zalo/tiny_validity", "dset=zalo/prepared_concat30", f"zalo.dataset={DATASET}",
-                "train_from=tokens", "optim.updates_per_epoch=17", "dataset.train.num_samples=272")
+                "train_from=tokens")
     assert_learns("--augment concat (30 s)", sig, validity_data["valid"])
 
 
@@ -173,14 +176,16 @@ def test_resumed_run_learns_text(validity_data):
 
 
 def test_lora_adapters_learn_text(validity_data, no_label_xp):
-    """From a base that never saw text (the --no_label control): only the adapters can learn to read it."""
-    sig = train(*TOKENS, f"continue_from=//sig/{no_label_xp}", "zalo.lora.rank=8")
+    """From a base that never saw text (the --no_label control): only the adapters can learn to read it. Adapters
+    learn with a larger lr than full fine-tuning (at 4e-3 the gap's interval touches zero)."""
+    sig = train(*TOKENS, f"continue_from=//sig/{no_label_xp}", "zalo.lora.rank=8", "optim.lr=1e-2")
     assert_learns("LoRA adapters (rank 8) on a text-blind base", sig, validity_data["valid"])
 
 
 def test_tune_text_learns_text(validity_data, no_label_xp):
-    """From the text-blind base, only the conditioner's output projection trains (the LM frozen)."""
-    sig = train(*TOKENS, f"continue_from=//sig/{no_label_xp}", "zalo.tune_text=true")
+    """From the text-blind base, only the conditioner's output projection trains (the LM frozen): one linear
+    layer, so a larger lr (at 4e-3 its gap's interval barely clears zero)."""
+    sig = train(*TOKENS, f"continue_from=//sig/{no_label_xp}", "zalo.tune_text=true", "optim.lr=1e-2")
     assert_learns("tune_text (conditioning projection only) on a text-blind base", sig, validity_data["valid"])
 
 
@@ -193,10 +198,10 @@ def test_classic_front_end_learns_text(validity_data, work_root: Path):
     folder.mkdir(parents=True, exist_ok=True)
     descriptions = json.loads(validity_data["source"].read_text())
     for key, text in descriptions.items():
-        link = folder / key
-        if not link.exists():
-            link.symlink_to(validity_data["source"].parent / "audio" / key)
-        link.with_suffix(".txt").write_text(text)
+        clip = folder / key
+        if not clip.exists():  # a hard link: prepare refuses symlinks that leave the folder
+            os.link(validity_data["source"].parent / "audio" / key, clip)
+        clip.with_suffix(".txt").write_text(text)
     name = "validity_classic"
     cmd = [str(PROJECT / ".venv" / "bin" / "zalo-music"), "train", "--dataset_path", str(folder), "--model_id", "tiny",
            "--name", name, "--epochs", "8", "--lr", "4e-3", "--batch_size", "16", "--grad_acc", "1",

@@ -100,8 +100,9 @@ def attach_lora(lm: torch.nn.Module, settings: LoraSettings) -> tp.Any:
     if any(isinstance(m, torch.nn.MultiheadAttention) for m in lm.modules()) and "out_proj" in settings.targets:
         raise ValueError("zalo.lora: this LM uses torch's nn.MultiheadAttention (transformer_lm.custom=false and "
                          "memory_efficient=false), which reads out_proj's weight directly, so an adapter there "
-                         "would never run. Set transformer_lm.custom=true (same weights, audiocraft's attention), "
-                         "or drop out_proj from zalo.lora.targets.")
+                         "would never run. Set transformer_lm.custom=true (audiocraft's own attention, as every "
+                         "released MusicGen uses; its weights are named without `.mha`, so a continue_from base "
+                         "must have been trained with it too), or drop out_proj from zalo.lora.targets.")
     config = peft.LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                              target_modules=list(settings.targets))
     tuner = peft.LoraModel(lm, config, _ADAPTER)  # freezes every non-adapter parameter
