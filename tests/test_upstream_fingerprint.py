@@ -77,6 +77,19 @@ UPSTREAM: list[tuple[str, str, str]] = [
     ("audiocraft/utils/export.py:export_lm", "zalo_music/export.py:def export_lm_state", "20008f32a5ba"),
     ("audiocraft/models/builders.py:get_debug_compression_model", "zalo_music/debug_codec.py:def config",
      "34dfc8e2bc77"),
+    # patches.py: the `words` tokenizer (LUTConditioner's tokenizer switch; WhiteSpaceTokenizer's attributes)
+    ("audiocraft/modules/conditioners.py:LUTConditioner.__init__", "zalo_music/patches.py:def offline_word_tokenizer",
+     "4203da5aac16"),
+    ("audiocraft/modules/conditioners.py:WhiteSpaceTokenizer.__call__",
+     "zalo_music/patches.py:class BlankEnglishWordTokenizer", "4da2363fbf84"),
+    # debug_codec.py: the codebooks refitted through init_embed_ (in eval mode, no EMA step after it)
+    ("audiocraft/quantization/core_vq.py:EuclideanCodebook.forward", "zalo_music/debug_codec.py:def fit_codebooks",
+     "db0fead28e9f"),
+    # conditioning.py: the solver's cross-entropy per clip; compute_predictions' NaN logits at invalid positions
+    ("audiocraft/solvers/musicgen.py:MusicGenSolver._compute_cross_entropy",
+     "zalo_music/conditioning.py:def clip_cross_entropy", "2e8a78213a4e"),
+    ("audiocraft/models/lm.py:LMModel.compute_predictions", "zalo_music/conditioning.py:Invalid positions",
+     "6f43228d0d29"),
     # metrics/clap.py: laion-clap's checkpoint loading and audio preparation, done our way
     ("laion_clap/clap_module/factory.py:load_state_dict", "zalo_music/metrics/clap.py:Same treatment as laion-clap's",
      "b8dcc31088bc"),

@@ -77,9 +77,9 @@ def assert_learns(path: str, sig: str, valid: Path) -> None:
 
 
 def assert_no_gap(path: str, sig: str, valid: Path) -> None:
+    """The verdict is negative and the gap is far below the trained paths' (>= 0.0018 nats/token)."""
     report = measure(path, sig, valid)
-    gap = report.shuffled_gap
-    assert not report.uses_text and gap.low <= 0 <= gap.high, f"{path}: {report.summary()}"
+    assert not report.uses_text and abs(report.shuffled_gap.mean) < 0.001, f"{path}: {report.summary()}"
 
 
 # Controls: without them a check that always passes would pass everything.
@@ -228,7 +228,8 @@ def test_sampler_follows_text(validity_data, tokens_xp):
 
     model = load_model(f"//sig/{tokens_xp}", device="cpu")
     model.set_generation_params(duration=10.0, top_k=250, cfg_coef=3.0)
-    codes, descriptions = load_clips(validity_data["valid"], model, 10.0)
+    codes, conditions = load_clips(validity_data["valid"], model, 10.0)
+    descriptions = [c.text["description"] for c in conditions]
     labels = ["kick" in d for d in descriptions]  # both description templates name the kick when drums play
     n = min(sum(labels), len(labels) - sum(labels))
     prompts = {cls: [d for d, lab in zip(descriptions, labels, strict=True) if lab == cls][:n] for cls in (True, False)}

@@ -128,21 +128,28 @@ def clip_cross_entropy(lm: torch.nn.Module, codes: torch.Tensor, attributes: lis
     return per_codebook.mean(-1)
 
 
-def measure(lm: torch.nn.Module, codes: list[torch.Tensor], descriptions: list[str], *, seed: int = 0,
+def measure(lm: torch.nn.Module, codes: list[torch.Tensor], conditions: list, *, seed: int = 0,
             source: str = "") -> ConditioningReport:
     """The three losses of every clip and the gaps, for an LM and held-out clips.
+
+    Each clip and condition is its own forward pass: audiocraft's cross-attention has no key mask, so in a
+    batch a row's loss would depend on how far the other rows' descriptions pad it.
 
     Args:
         lm: audiocraft's `LMModel`.
         codes: one [K, T] tensor per clip (its codec tokens), on the LM's device.
-        descriptions: each clip's own description.
+        conditions: each clip's own `ConditioningAttributes` (as training builds them:
+            `MusicInfo.to_condition_attributes()`), or its description.
         seed: seed of the derangement and the bootstrap.
         source: what was measured (for the report).
     """
+    import copy
+
     from audiocraft.modules.conditioners import ClassifierFreeGuidanceDropout, ConditioningAttributes
 
-    if len(codes) != len(descriptions):
-        raise ValueError(f"{len(codes)} clips but {len(descriptions)} descriptions")
+    if len(codes) != len(conditions):
+        raise ValueError(f"{len(codes)} clips but {len(conditions)} descriptions")
+    own = [ConditioningAttributes(text={"description": c}) if isinstance(c, str) else c for c in conditions]
     perm = derangement(len(codes), seed)
     null = ClassifierFreeGuidanceDropout(p=1.0)  # the unconditional input the LM sees under CFG
     was_training = lm.training
@@ -150,10 +157,11 @@ def measure(lm: torch.nn.Module, codes: list[torch.Tensor], descriptions: list[s
     ce = np.zeros((len(codes), len(CONDITIONS)))
     try:
         for i, clip in enumerate(codes):
-            texts = [descriptions[i], descriptions[perm[i]], descriptions[i]]
-            attributes = [ConditioningAttributes(text={"description": t}) for t in texts]
-            attributes[2:] = null(attributes[2:])
-            ce[i] = clip_cross_entropy(lm, clip[None].expand(len(texts), -1, -1), attributes).cpu().numpy()
+            shuffled = copy.deepcopy(own[i])
+            shuffled.text["description"] = own[perm[i]].text["description"]
+            rows = [own[i], shuffled, null([copy.deepcopy(own[i])])[0]]
+            for k, attributes in enumerate(rows):
+                ce[i, k] = float(clip_cross_entropy(lm, clip[None], [attributes])[0])
     finally:
         lm.train(was_training)
     mean = {c: float(ce[:, k].mean()) for k, c in enumerate(CONDITIONS)}
@@ -225,9 +233,10 @@ def sampler_follows_text(model: tp.Any, clips: list[torch.Tensor], labels: list[
     centroids = {True: hists[mask].mean(0), False: hists[~mask].mean(0)}
     texts = [t for cls in (True, False) for t in prompts[cls]]
     truth = [cls for cls in (True, False) for _ in prompts[cls]]
-    torch.manual_seed(seed)
     attributes, _ = model._prepare_tokens_and_attributes(texts, None)
-    generated = code_histogram(generate_tokens(model, attributes), card)
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
+        torch.manual_seed(seed)
+        generated = code_histogram(generate_tokens(model, attributes), card)
     correct = 0
     for hist, cls in zip(generated, truth, strict=True):
         dist = {c: float((hist - centroids[c].to(hist.device)).abs().sum()) for c in (True, False)}
@@ -238,49 +247,54 @@ def sampler_follows_text(model: tp.Any, clips: list[torch.Tensor], labels: list[
 
 
 def load_clips(manifest: str | Path, model: tp.Any, segment_duration: float,
-               max_clips: int | None = None) -> tuple[list[torch.Tensor], list[str]]:
-    """Codec tokens and descriptions of a prepared split, read as audiocraft's MusicDataset reads them.
+               max_clips: int | None = None) -> tuple[list[torch.Tensor], list]:
+    """Codec tokens and conditions of a prepared split, read as audiocraft's MusicDataset reads them.
 
     Each clip's first `segment_duration` seconds (or the whole clip when shorter), at the model's rate and
-    channels, encoded by the model's own compression model; the description from the clip's sidecar JSON.
+    channels, encoded by the model's own compression model; its conditions from the clip's sidecar JSON
+    (`MusicInfo.to_condition_attributes()`, as the solver builds them).
 
     Args:
         manifest: manifest folder (`<manifests>/NAME/valid`) or its `data.jsonl(.gz)`.
         model: audiocraft `MusicGen` (its `compression_model` encodes).
         segment_duration: seconds per clip.
         max_clips: use only the first N clips of the manifest.
+    Returns:
+        (one [K, T] code tensor per clip, one `ConditioningAttributes` per clip).
     Raises:
         ValueError: a missing manifest, fewer than 2 clips, or a clip without a description, naming it.
     """
     import torch
+    from audiocraft.data.audio_dataset import load_audio_meta
     from audiocraft.data.music_dataset import MusicDataset
 
     folder = Path(manifest)
     if folder.is_file():
         folder = folder.parent
-    if not any((folder / n).is_file() for n in ("data.jsonl", "data.jsonl.gz")):
+    files = [folder / n for n in ("data.jsonl", "data.jsonl.gz") if (folder / n).is_file()]
+    if not files:
         raise ValueError(f"{folder}: no data.jsonl(.gz) manifest; give a prepared split "
                          "(zalo-music prepare writes <manifests>/NAME/valid)")
-    ds = MusicDataset.from_meta(str(folder), segment_duration=None, shuffle=False, pad=False,
-                                sample_rate=model.sample_rate, channels=model.audio_channels,
-                                info_fields_required=False)
-    n = len(ds.meta) if max_clips is None else min(max_clips, len(ds.meta))
+    meta = load_audio_meta(files[0])
+    n = len(meta) if max_clips is None else min(max_clips, len(meta))
     if n < 2:
         raise ValueError(f"{folder}: {n} clip(s); the check compares each clip with another's description, "
                          "so it needs at least 2")
-    codes, descriptions = [], []
+    # shuffle=False: clip i is read from a seek drawn from seed i (0 for a clip no longer than the segment).
+    ds = MusicDataset(meta[:n], segment_duration=segment_duration, shuffle=False, pad=False, num_samples=n,
+                      sample_rate=model.sample_rate, channels=model.audio_channels, info_fields_required=False)
+    codes, conditions = [], []
     device = next(model.lm.parameters()).device
-    keep = int(segment_duration * model.sample_rate)
     for i in range(n):
         wav, info = ds[i]
         if not info.description:
-            raise ValueError(f"{ds.meta[i].path}: no description in its sidecar JSON "
-                             f"({Path(ds.meta[i].path).with_suffix('.json')}); re-run zalo-music prepare")
+            raise ValueError(f"{meta[i].path}: no description in its sidecar JSON "
+                             f"({Path(meta[i].path).with_suffix('.json')}); re-run zalo-music prepare")
         with torch.no_grad():
-            tokens, _ = model.compression_model.encode(wav[None, :, :keep].to(device))
+            tokens, _ = model.compression_model.encode(wav[None].to(device))
         codes.append(tokens[0])
-        descriptions.append(info.description)
-    return codes, descriptions
+        conditions.append(info.to_condition_attributes())
+    return codes, conditions
 
 
 def check_xp(ref: str, *, split: str = "valid", manifest: str | None = None, max_clips: int | None = None,
@@ -306,8 +320,8 @@ def check_xp(ref: str, *, split: str = "valid", manifest: str | None = None, max
         if not manifest:
             raise ValueError(f"XP {folder.name} has no datasource.{split}; pass --manifest")
     segment = min(float(cfg.dataset.segment_duration), float(model.max_duration))
-    codes, descriptions = load_clips(str(manifest), model, segment, max_clips)
-    return measure(model.lm, codes, descriptions, seed=seed, source=f"XP {folder.name} on {manifest}")
+    codes, conditions = load_clips(str(manifest), model, segment, max_clips)
+    return measure(model.lm, codes, conditions, seed=seed, source=f"XP {folder.name} on {manifest}")
 
 
 def _xp_config(folder: Path):

@@ -6,11 +6,13 @@ loader (`CompressionModel.get_pretrained` on a path). audiocraft's `//pretrained
 drawn anew at every build (from whatever the RNG holds, with a k-means init that costs seconds); each consumer
 would have to replay the solver's RNG to get the codec the LM was trained with.
 
-audiocraft fits the debug codec's quantizer (k-means) to standard-normal noise, which is not what its random
-encoder outputs for audio: every frame of every clip then falls in one or two codes (0.003 nats of entropy in the
-first codebook on the demo clips), so an LM trained on them has nothing to learn and no text to follow. `write`
-re-runs audiocraft's own k-means initialisation on the encoder's latents of rendered demo music instead; the
-encoder and decoder keep their random weights.
+audiocraft fits the debug codec's quantizer (k-means) to standard-normal noise, not to what its random encoder
+outputs for audio, in a training-mode pass whose EMA update, right after the k-means, rescales the centroids
+(`EuclideanCodebook.forward` treats the means `init_embed_` stored as sums): every frame of every demo clip then
+falls in one or two codes (0.003 nats of entropy in the first codebook), so an LM trained on them has nothing to
+learn and no text to follow. `write` re-runs audiocraft's own k-means initialisation on the encoder's latents of
+rendered demo music, in eval mode (no EMA step after it); the encoder and decoder keep their random weights.
+Only files named `STEM_*` are fitted: a config naming the earlier `debug_encodec_<k>khz.th` gets that codec.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def write(path: str | Path, sample_rate: int = 32000, seed: int = SEED) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         codec = get_debug_compression_model("cpu", sample_rate=sample_rate)
-        fit_codebooks(codec, sample_rate)
+        if Path(path).name.startswith(STEM + "_"):
+            fit_codebooks(codec, sample_rate)
     pkg = {"best_state": codec.state_dict(), "xp.cfg": OmegaConf.to_yaml(config(sample_rate)),
            "version": __version__, "exported": True}
     with atomic_path(path) as tmp:
@@ -89,11 +92,13 @@ def fit_codebooks(codec, sample_rate: int, clips: int = FIT_CLIPS) -> None:
     """Re-initialise the codec's residual codebooks by audiocraft's k-means on its latents of demo music.
 
     Upstream: `audiocraft/models/builders.py:get_debug_compression_model` initialises them on `torch.randn`.
-    Each `EuclideanCodebook` is marked uninitialised, then one training-mode pass of the quantizer over the
-    latents runs its own `init_embed_` (k-means on the first layer's input, then on each residual).
+    Each `EuclideanCodebook` is marked uninitialised, then one eval-mode pass of the quantizer over the latents
+    runs its own `init_embed_` (k-means on the first layer's input, then on the residual each fitted layer
+    leaves); eval mode skips the EMA update and code expiry that follow it in training mode. Deterministic for
+    a given torch RNG state and thread count (k-means draws its initial centroids from the RNG).
 
     Args:
-        codec: audiocraft's `EncodecModel` (modified in place, returned in eval mode).
+        codec: audiocraft's `EncodecModel` (modified in place, left in eval mode).
         sample_rate: the codec's rate, at which the clips are rendered.
         clips: number of 10-s demo clips fitted on.
     """
@@ -108,9 +113,8 @@ def fit_codebooks(codec, sample_rate: int, clips: int = FIT_CLIPS) -> None:
         latents = codec.encoder(wav)
         for layer in codec.quantizer.vq.layers:
             layer._codebook.inited.fill_(0)
-        codec.quantizer.train()
+        codec.eval()
         codec.quantizer(latents, codec.frame_rate)
-    codec.eval()
 
 
 def checkpoint_file(checkpoint: str) -> Path | None:

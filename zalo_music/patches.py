@@ -294,8 +294,9 @@ def offline_word_tokenizer() -> None:
     egress). With `noop` every description is its own bucket, so a description never seen in training reaches the
     LM as an untrained random vector: nothing it learned from words carries over. `words` is audiocraft's own
     `WhiteSpaceTokenizer` (numbers spelled out, punctuation dropped, words hashed into the table) on spaCy's blank
-    English pipeline, which ships with spaCy: no lemmas (blank English has no lemmatizer) and stop words kept
-    ("no drums" must not read as "drums"). Runs when `audiocraft.modules.conditioners` is first imported.
+    English pipeline, which ships with spaCy: lower-cased ("Piano" is "piano"), no lemmas (blank English has no
+    lemmatizer) and stop words kept ("no drums" must not read as "drums"). Runs when
+    `audiocraft.modules.conditioners` is first imported.
     """
     conditioners = sys.modules.get("audiocraft.modules.conditioners")
     if conditioners is None:
@@ -312,6 +313,9 @@ def offline_word_tokenizer() -> None:
             self.n_bins, self.pad_idx = n_bins, pad_idx
             self.lemma, self.stopwords = False, False
             self.nlp = spacy.blank("en")
+
+        def __call__(self, texts, return_text: bool = False):
+            return super().__call__([t.lower() if t is not None else None for t in texts], return_text)
 
     def __init__(self, n_bins: int, dim: int, output_dim: int, tokenizer: str, pad_idx: int = 0):
         words = tokenizer == WORDS_TOKENIZER
