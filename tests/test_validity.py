@@ -30,6 +30,11 @@ N_CLIPS = 384           # 303 train / 81 held-out clips (valid fraction 0.2)
 DEMO_SEED = 7           # not the session demo's seed 0: other clips, other descriptions
 BASE = ["solver=zalo/tiny_validity", "dset=zalo/prepared", f"zalo.dataset={DATASET}"]
 TOKENS = [*BASE, "train_from=tokens"]
+#: nats/token the gap's interval must clear for a path to count as learning its text: ~1/10 of the full
+#: fine-tune's gap. `check-conditioning` alone asks only for an interval above zero; a path whose text reaches
+#: the LM through a side door (LoRA adapters on the feed-forward layers only: +0.0007 [+0.0000, +0.0014]) or
+#: a manifest with shuffled descriptions (+0.0022 [-0.0002, +0.0048]) must fail here.
+MIN_GAP = 0.002
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +75,9 @@ def measure(path: str, sig: str, valid: Path):
     return report
 
 
-def assert_learns(path: str, sig: str, valid: Path) -> None:
+def assert_learns(path: str, sig: str, valid: Path, min_gap: float = MIN_GAP) -> None:
     report = measure(path, sig, valid)
-    assert report.uses_text, f"{path}: {report.summary()}"
+    assert report.uses_text and report.shuffled_gap.low > min_gap, f"{path}: {report.summary()}"
     assert report.clips >= 60
 
 
@@ -184,9 +189,11 @@ def test_lora_adapters_learn_text(validity_data, no_label_xp):
 
 def test_tune_text_learns_text(validity_data, no_label_xp):
     """From the text-blind base, only the conditioner's output projection trains (the LM frozen): one linear
-    layer, so a larger lr (at 4e-3 its gap's interval barely clears zero)."""
+    layer, so a larger lr (at 4e-3 its gap's interval barely clears zero), and half the floor: one layer in front
+    of a frozen, text-blind attention learns a tenth of full fine-tuning's gap (+0.0030 [+0.0017, +0.0043])."""
     sig = train(*TOKENS, f"continue_from=//sig/{no_label_xp}", "zalo.tune_text=true", "optim.lr=1e-2")
-    assert_learns("tune_text (conditioning projection only) on a text-blind base", sig, validity_data["valid"])
+    assert_learns("tune_text (conditioning projection only) on a text-blind base", sig, validity_data["valid"],
+                  min_gap=MIN_GAP / 2)
 
 
 def test_classic_front_end_learns_text(validity_data, work_root: Path):
