@@ -56,6 +56,7 @@ def test_words_tokenizer_hashes_each_word_offline(monkeypatch):
     assert noop.tokenize(["A calm piano piece, no drums."])[1].sum() == 1  # upstream's: one bucket per string
 
 
+@pytest.mark.slow  # renders and encodes 40 s of demo music (~11 s)
 def test_tiny_codec_codes_carry_the_music():
     """The persisted tiny codec's first codebook spreads demo music over many codes (audiocraft's noise-fitted
     codebooks put 99.97% of frames in one code, leaving an LM nothing to learn)."""
