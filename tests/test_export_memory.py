@@ -63,3 +63,22 @@ def test_checkpoint_without_best_state_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no best model state"):
         export_lm_state({"xp.cfg": {}, "best_state": {}}, tmp_path / "x.bin", "xps/abc/checkpoint.th")
     assert not (tmp_path / "x.bin").exists()
+
+
+def test_export_is_reused_until_the_checkpoint_changes(fake_xp, tmp_path):
+    """An export of the same checkpoint is reused as is; a new checkpoint of the same XP (a rerun) replaces it."""
+    import json
+    import os
+
+    from zalo_music.export import export_xp
+
+    out = tmp_path / "export"
+    export_xp(fake_xp, out)
+    first = json.loads((out / "zalo_export.json").read_text())
+    stamp = (out / "state_dict.bin").stat().st_mtime_ns
+    export_xp(fake_xp, out)
+    assert (out / "state_dict.bin").stat().st_mtime_ns == stamp  # nothing rewritten
+    ckpt = fake_xp / "checkpoint.th"
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))  # the XP's checkpoint rewritten
+    export_xp(fake_xp, out)
+    assert json.loads((out / "zalo_export.json").read_text())["checkpoint"] != first["checkpoint"]
