@@ -64,9 +64,11 @@ def test_mixed_folder_good_prepared_bad_reported(mixed):
         assert word in reasons[key], (key, reasons[key])
     assert "resampled 44100 -> 32000" in notes["rate44k.mp3"]
     assert "downmixed" in notes["stereo.mp3"]
-    assert "trimmed" in notes["long.mp3"]
+    assert "13.00s cut into 2 windows" in notes["long.mp3"]  # 0-10 s and the end-aligned 3-13 s
     rows = read_manifest(Path(report["manifests"]) / "train") + read_manifest(Path(report["manifests"]) / "valid")
-    assert {Path(r["path"]).stem + ".mp3" for r in rows} == good
+    sources = [Path(r["path"]).parent.name.removesuffix(".segments") if r["path"].count(".segments/")
+               else Path(r["path"]).stem for r in rows]
+    assert {s + ".mp3" for s in sources} == good and sources.count("long") == 2
     for r in rows:
         info = sf.info(r["path"])
         assert r["sample_rate"] == info.samplerate == 32000 and info.channels == 1

@@ -377,7 +377,7 @@ def test_zip_bomb_is_validated_in_bounded_memory(tmp_path):
     assert rss < 300  # the bound asked for is 600 MB; reading the entry whole would cost > 400 MB
 
 
-def test_three_hour_clip_is_prepared_in_bounded_memory(tmp_path):
+def test_three_hour_recording_is_prepared_whole_in_bounded_memory(tmp_path):
     audio = tmp_path / "a"
     audio.mkdir()
     with sf.SoundFile(str(audio / "long.wav"), "w", SR_IN, 1, subtype="PCM_16") as f:
@@ -388,9 +388,10 @@ def test_three_hour_clip_is_prepared_in_bounded_memory(tmp_path):
     rss = _peak_rss_mb(f"from zalo_music.data.prepare import prepare\n"
                        f"r = prepare({str(tmp_path / 't.json')!r}, {str(audio)!r}, 'long', workers=1, "
                        f"data_dir={str(tmp_path / 'd')!r}, manifest_dir={str(tmp_path / 'm')!r}, quiet=True)\n"
-                       f"assert r['prepared'] == 1, r\nassert 'trimmed 10800.00s' in str(r['notes']), r")
-    print(f"prepare of a 3-hour clip: peak RSS {rss:.0f} MB")
-    assert rss < 300  # the bound asked for is 600 MB; decoding the whole clip would cost > 2 GB
+                       f"assert r['prepared'] == 1 and r['segments'] == 1080, r\n"
+                       f"assert r['audio_seconds']['dropped'] == {{}}, r")
+    print(f"prepare of a 3-hour recording (1080 windows): peak RSS {rss:.0f} MB")
+    assert rss < 300  # the bound asked for is 600 MB; decoding the whole recording would cost > 2 GB
 
 
 # ---------------------------------------------------------------------------------------- CLI error boundary

@@ -63,7 +63,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     augment = [a.strip() for a in args.augment.split(",") if a.strip()]
     report = prepare(args.json, args.audio_dir, args.name, sample_rate=args.sample_rate,
-                     clip_seconds=args.clip_seconds, valid_fraction=args.valid_fraction, seed=args.seed,
+                     clip_seconds=args.clip_seconds, hop_seconds=args.hop, tail=args.tail,
+                     valid_fraction=args.valid_fraction, seed=args.seed,
                      augmentations=augment, workers=args.workers)
     for err in report["errors"][:10]:
         print(f"  skipped {err['id']}: {err['reason']}")
@@ -203,12 +204,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     g.set_defaults(func=_cmd_demo_data)
 
     r = sub.add_parser("prepare", formatter_class=fmt,
-                       help="Zalo JSON + clips -> resampled FLAC, sidecars and audiocraft manifests")
+                       help="Zalo JSON + recordings -> resampled FLAC windows, sidecars and audiocraft manifests")
     r.add_argument("--json", required=True, help='the {"<id>.mp3": "<description>"} file')
-    r.add_argument("--audio-dir", required=True, help="folder with the clips named by the JSON keys")
+    r.add_argument("--audio-dir", required=True, help="folder with the recordings named by the JSON keys (any length)")
     r.add_argument("--name", required=True, help="dataset name: dset=zalo/prepared zalo.dataset=NAME")
     r.add_argument("--sample-rate", type=_POSITIVE_INT, default=32000, help="output sample rate (the codec's)")
-    r.add_argument("--clip-seconds", type=_POSITIVE_FLOAT, default=10.0, help="clip length after trimming")
+    r.add_argument("--clip-seconds", type=_POSITIVE_FLOAT, default=10.0,
+                   help="window length: each recording becomes consecutive windows this long")
+    r.add_argument("--hop", type=_POSITIVE_FLOAT, default=None,
+                   help="seconds from one window's start to the next's, at most --clip-seconds (default: "
+                        "--clip-seconds, back to back)")
+    r.add_argument("--tail", choices=("overlap", "pad", "drop"), default="overlap",  # data.segment.TAILS
+                   help="a recording's end that fills no whole window: overlap (a last window ending at the "
+                        "recording's end), pad (zero-padded, when at least half a clip) or drop")
     r.add_argument("--valid-fraction", type=_number(float, 0, 1, high_open=True), default=0.1, help="share of descriptions held out")
     r.add_argument("--seed", type=int, default=0, help="split seed")
     r.add_argument("--augment", default="none",

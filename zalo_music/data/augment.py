@@ -59,8 +59,11 @@ def plan(rows: list[dict], kind: str, seed: int = 0) -> list[list[dict]]:
 
 
 def output_stem(group: list[dict], kind: str) -> str:
+    """Output name (relative to the augmented dataset's audio folder, no suffix) of one 30-s clip."""
     if kind == "loop":
-        return Path(group[0]["path"]).stem
+        src = Path(group[0]["path"])
+        # a window of a segmented recording keeps its folder: `00003` alone would collide across recordings
+        return f"{src.parent.name}/{src.stem}" if src.parent.name.endswith(".segments") else src.stem
     digest = hashlib.sha1("|".join(r["key"] for r in group).encode()).hexdigest()[:16]
     return f"cat_{digest}"
 
@@ -81,7 +84,7 @@ def render_group(args: tuple) -> dict:
         with atomic_path(flac) as tmp:
             sf.write(str(tmp), audio, sr, format="FLAC", subtype="PCM_16")
         first = dict(group[0]["sidecar"])
-        first.update({"duration": len(audio) / sr, "title": stem, "name": stem,
+        first.update({"duration": len(audio) / sr, "title": stem.replace("/", "-"), "name": stem.replace("/", "-"),
                       "sources": [r["key"] for r in group], "augmentation": kind})
         write_json(side, first)
     info = sf.info(str(flac))

@@ -1,18 +1,24 @@
-"""`zalo-music prepare`: a Zalo-format dataset -> resampled FLAC + sidecars + audiocraft manifests.
+"""`zalo-music prepare`: a Zalo-format dataset -> resampled FLAC windows + sidecars + audiocraft manifests.
 
-Input: a folder of clips and a JSON `{"<id>.mp3": "<description>"}`. Output, for `--name NAME`:
-  <data_dir>/NAME/audio/<id>.flac + <id>.json   (mono, --sample-rate Hz, sidecar with every MusicInfo field)
-  <manifest_dir>/NAME/{train,valid}/data.jsonl.gz  (duration and rate measured on the written file, absolute
-                                                   paths; audiocraft reads the sidecar beside the audio)
-  <manifest_dir>/NAME/report.json                 (counts, one reason per skipped item, notes on fixed ones)
-  and, with --augment loop/concat, the 30-s datasets NAME-loop30 / NAME-concat30 built from the 10-s clips.
+Input: a folder of recordings (any length) and a JSON `{"<id>.mp3": "<description>"}`. Output, for `--name NAME`:
+  <data_dir>/NAME/audio/<id>.flac + <id>.json     a recording that gives one window (a 10-s Zalo clip)
+  <data_dir>/NAME/audio/<id>.segments/NNNNN.flac  a longer one: consecutive windows (`segment.Windowing`),
+                                   + NNNNN.json   each with its recording's description and offset,
+                                   + index.json   written last
+  <manifest_dir>/NAME/{train,valid}/data.jsonl.gz  one row per window (absolute paths; audiocraft reads the
+                                                   sidecar beside the audio)
+  <manifest_dir>/NAME/report.json                 (counts, seconds in and dropped by reason, one reason per
+                                                   skipped recording, notes on fixed ones)
+  and, with --augment loop/concat, the 30-s datasets NAME-loop30 / NAME-concat30 built from the windows.
 Bad items are reported and skipped, never fatal (an unexpected exception inside one item becomes that item's
-reason); originals are never touched; only the needed window of each clip is decoded (memory does not grow
-with the clip's length); every file is re-read and checked before its atomic rename; a rerun skips clips
-whose outputs pass a cheap check (header, frame count, decodable tail), redoes the others, and rewrites a
-sidecar whose description changed in the JSON. Two ids with the same stem (`a.mp3`, `a.wav`) get distinct
-outputs (`a.mp3.flac`, `a.wav.flac`). The validation split never holds fewer than `MIN_VALID_CLIPS` clips
-(or half the clips, whichever is smaller).
+reason); originals are never touched; recordings are decoded as a stream (memory does not grow with their
+length); every file is re-read and checked before its atomic rename (a segmented recording's folder is renamed
+into place whole); a rerun reuses a recording whose outputs pass a cheap check (header, frame count, decodable
+tail) and were made from the same source size with the same windowing, redoes the others, and rewrites
+sidecars whose description changed in the JSON. Two ids with the same stem (`a.mp3`, `a.wav`) get distinct
+outputs (`a.mp3.flac`, `a.wav.flac`). The split is by description, so every window of a recording lands in the
+same split; the validation split never holds fewer than `MIN_VALID_CLIPS` windows (or half, whichever is
+smaller).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import time
 import typing as tp
 from concurrent.futures import ProcessPoolExecutor
@@ -42,18 +49,21 @@ from ..fileio import (
 from ..procutil import pool_initializer
 from . import augment
 from .manifest import write_manifest
+from .segment import SILENCE_PEAK, Segmenter, TooShort, Window, Windowing, open_stream
 from .vocab import parse_description
 from .zalo_json import load_descriptions, read_zalo_json
 
 __all__ = ["prepare", "load_descriptions", "split_of", "normalize_description", "sidecar", "process_one"]
 
-#: Longest stretch of zero padding accepted at the end of a clip (MP3 encoder delay, rounding).
-MAX_PAD_SECONDS = 0.5
 #: The validation split holds at least this many clips (whole description groups), or half the clips when there
 #: are fewer than twice as many: one or two clips make the valid loss pure noise.
 MIN_VALID_CLIPS = 8
 #: Sidecar field (ignored by audiocraft's MusicInfo) that remembers what prepare fixed, for reruns' reports.
 NOTES_FIELD = "zalo_notes"
+#: Sidecar field (one-window recordings) holding how the output was made: a rerun reuses it only when equal.
+PREPARE_FIELD = "zalo_prepare"
+#: Written last into a segmented recording's folder: the same record, plus its windows.
+INDEX = "index.json"
 
 
 @dataclass
@@ -145,8 +155,7 @@ def decode(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, in
 
     Args:
         path: the file.
-        max_seconds: decode at most this much from the start (None: all). Memory then stays bounded by the
-            window, whatever the file's length (a 3-hour file costs what a 10-s one does).
+        max_seconds: decode at most this much from the start (None: all).
     Returns:
         (audio, sample rate, the file's total length in seconds when its header tells it, else None).
     """
@@ -163,7 +172,7 @@ def decode(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, in
         wav_t, sr = audio_read(path, duration=-1 if max_seconds is None else max_seconds)
         try:
             total = float(audio_info(path).duration) or None
-        except Exception:  # noqa: BLE001 - the length is only used for the "trimmed" note
+        except Exception:  # noqa: BLE001 - the length is only informative
             total = None
         return wav_t.numpy(), sr, total
 
@@ -178,123 +187,241 @@ def _read_sidecar(side: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _complete(flac: Path, side: Path, sample_rate: int, clip_seconds: float) -> tuple[float, dict] | None:
-    """(duration, sidecar) of a previous output that passes the cheap check, else None (then it is redone).
+@dataclass
+class Outputs:
+    """Where one recording's outputs go: `<stem>.flac` + `<stem>.json` when it gives one window, else the
+    folder `<stem>.segments/` of `NNNNN.flac` + `NNNNN.json` windows with an `index.json` written last."""
 
-    The check reads the FLAC header (rate, channels, frame count) and decodes the last block: a truncated
-    FLAC still announces its full length, but its tail does not decode.
-    """
-    if not (flac.exists() and side.exists()):
-        return None
-    data = _read_sidecar(side)
-    if data is None:
-        return None
-    try:
-        info = check_audio(flac, sample_rate=sample_rate, channels=1, container="FLAC",
-                           frames=int(round(clip_seconds * sample_rate)), deep=False)
+    audio_dir: Path
+    stem: str
+
+    @property
+    def flac(self) -> Path:
+        return self.audio_dir / f"{self.stem}.flac"
+
+    @property
+    def side(self) -> Path:
+        return self.audio_dir / f"{self.stem}.json"
+
+    @property
+    def segments(self) -> Path:
+        return self.audio_dir / f"{self.stem}.segments"
+
+    @property
+    def partial(self) -> Path:
+        return self.audio_dir / f"{self.stem}.segments.partial"
+
+
+def _recipe(item: Item, windowing: Windowing) -> dict:
+    """What an existing output must have been made from to be reused (else the recording is redone)."""
+    return {"windowing": windowing.fingerprint(), "source_bytes": item.source.stat().st_size}
+
+
+def _cheap_ok(flac: Path, windowing: Windowing) -> bool:
+    try:  # header (rate, channels, length) and the last block: a truncated FLAC's tail does not decode
+        check_audio(flac, sample_rate=windowing.sample_rate, channels=1, container="FLAC",
+                    frames=windowing.clip, deep=False)
     except AudioCheckError:
+        return False
+    return True
+
+
+def _resume(item: Item, out: Outputs, windowing: Windowing) -> dict | None:
+    """The result of a previous run on this recording when its outputs are complete and made the same way."""
+    if not item.source.exists():
         return None
-    return info["frames"] / info["sample_rate"], data
+    recipe = _recipe(item, windowing)
+    side = _read_sidecar(out.side) if out.side.exists() else None
+    if side is not None and (side.get(PREPARE_FIELD) or {}).get("recipe") == recipe and _cheap_ok(out.flac, windowing):
+        record = side[PREPARE_FIELD]
+        windows = [{"flac": out.flac, "side": out.side, "offset": 0.0, "sidecar": side}]
+    else:
+        record = _read_sidecar(out.segments / INDEX) if (out.segments / INDEX).exists() else None
+        if not record or record.get("recipe") != recipe:
+            return None
+        windows = []
+        for w in record.get("windows", []):
+            flac, side_path = out.segments / f"{w['file']}.flac", out.segments / f"{w['file']}.json"
+            data = _read_sidecar(side_path) if side_path.exists() else None
+            if data is None or not _cheap_ok(flac, windowing):
+                return None
+            windows.append({"flac": flac, "side": side_path, "offset": w["offset"], "sidecar": data})
+        if not windows:
+            return None
+    notes = list(record.get("notes") or [])
+    if windows[0]["sidecar"].get("description") != item.description:  # the audio is still right
+        for w in windows:
+            write_json(w["side"], {**w["sidecar"], **_window_sidecar(item, w["sidecar"]["name"],
+                                                                        windowing, w["offset"], notes)})
+        notes = notes + ["sidecar updated: the description changed in the JSON"]
+    return {"windows": windows, "record": record, "notes": notes, "resumed": True}
 
 
-def process_one(item: Item, flac: Path, sidecar_path: Path, sample_rate: int, clip_seconds: float) -> dict:
-    """Decode, check, resample and write one clip.
+def _window_sidecar(item: Item, name: str, windowing: Windowing, offset: float, notes: list[str]) -> dict:
+    side = sidecar(item.key, item.description, windowing.sample_rate, windowing.clip_seconds)
+    side.update({"title": name, "name": name, "recording": item.key, "offset": round(offset, 6),
+                 NOTES_FIELD: notes})
+    return side
 
+
+def _write_window(flac: Path, audio: np.ndarray, windowing: Windowing) -> None:
+    def verify(path: Path) -> None:  # re-read what was written before it replaces anything
+        check_audio(path, sample_rate=windowing.sample_rate, channels=1, frames=windowing.clip,
+                    container="FLAC", deep=True)
+
+    with atomic_path(flac, verify=verify) as tmp:
+        # fastest FLAC level: writing is the costliest step, and reading speed (what training pays) is the same
+        sf.write(str(tmp), audio.astype(np.float32), windowing.sample_rate, format="FLAC", subtype="PCM_16",
+                 compression_level=0.0)
+
+
+def process_one(item: Item, out: Outputs, windowing: Windowing) -> dict:
+    """Decode one recording as a stream, cut it into windows, check and write each.
+
+    Args:
+        item: the recording.
+        out: where its outputs go.
+        windowing: clip length, hop, tail policy and output rate.
     Returns:
-        A manifest row (with `notes` on what was fixed), or {"error": reason}.
+        {"rows": one manifest row per window, "notes", "seconds" (recording length), "dropped" ({reason:
+        seconds}), "resumed"}, or {"error": reason}.
     """
     if not item.description or not item.description.strip():
         return {"error": "empty description"}
-    done = _complete(flac, sidecar_path, sample_rate, clip_seconds)
+    done = _resume(item, out, windowing)
     if done is not None:
-        duration, old = done
-        notes = list(old.get(NOTES_FIELD) or [])
-        if old.get("description") != item.description:  # the JSON changed since: the audio is still right
-            write_json(sidecar_path, {**sidecar(item.key, item.description, sample_rate, duration),
-                                      NOTES_FIELD: notes})
-            return _row(item, flac, duration, sample_rate, resumed=True,
-                        notes=notes + ["sidecar updated: the description changed in the JSON"])
-        return _row(item, flac, duration, sample_rate, resumed=True, notes=notes)
-    redo = flac.exists()
+        return _result(item, windowing, **done)
+    redo = out.flac.exists() or out.segments.exists()
     if not item.source.exists():
         return {"error": f"audio file not found: {item.source}"}
     if item.source.stat().st_size == 0:
         return {"error": "empty file (0 bytes)"}
-    # only the window that is kept (plus what tells "trimmed" from "padded") is decoded
-    window = clip_seconds + MAX_PAD_SECONDS + 0.1
     try:
-        wav, sr, total = decode(item.source, window)
+        stream = open_stream(item.source, windowing.sample_rate)
     except Exception as exc:  # noqa: BLE001
         return {"error": f"cannot decode ({type(exc).__name__}: {str(exc)[:120]})"}
-    if wav.size == 0:
-        return {"error": "decodes to no samples"}
-    if not np.isfinite(wav).all():
-        return {"error": "contains NaN or Inf samples"}
-    notes = []
-    if redo:
-        notes.append("previous output was incomplete or invalid: redone")
-    if wav.shape[0] > 1:
-        notes.append(f"{wav.shape[0]} channels downmixed to mono")
-    # float64: averaging channels near the float32 limit (+-3e38) must not overflow to inf
-    mono = wav.mean(axis=0, dtype=np.float64)
-    seconds = mono.shape[-1] / sr
-    if seconds < clip_seconds - MAX_PAD_SECONDS:
-        return {"error": f"too short: {seconds:.2f}s < {clip_seconds - MAX_PAD_SECONDS:.2f}s "
-                         "(truncated file? training on it would mean training on padding)"}
-    first_peak = float(np.abs(mono).max())
-    if first_peak > 1.0:  # scale before resampling: soxr works in float32, where +-3e38 overflows
-        notes.append(f"peak {first_peak:.3g} rescaled to 1.0")
-        mono = mono / first_peak
-    if sr != sample_rate:
-        import soxr
+    notes = ["previous output was incomplete, stale or invalid: redone"] if redo else []
+    if stream.channels > 1:
+        notes.append(f"{stream.channels} channels downmixed to mono")
+    if stream.rate != windowing.sample_rate:
+        notes.append(f"resampled {stream.rate} -> {windowing.sample_rate} Hz")
+    seg = Segmenter(windowing)
+    kept: list[Window] = []  # the first window stays in memory until a second one says "segments"
+    written: list[dict] = []
+    covered, covered_end, rescaled, top_peak = 0, 0, 0, 0.0
+    shutil.rmtree(out.partial, ignore_errors=True)  # a killed run's leftovers
 
-        notes.append(f"resampled {sr} -> {sample_rate} Hz")
-        mono = soxr.resample(mono, sr, sample_rate, quality="HQ")
-    target = int(round(clip_seconds * sample_rate))
-    full = total if total is not None else seconds
-    if full > clip_seconds + MAX_PAD_SECONDS:
-        notes.append(f"trimmed {full:.2f}s -> {clip_seconds:g}s")
-    mono = mono[:target]
-    mono = np.pad(mono, (0, target - mono.shape[-1]))
-    peak = float(np.abs(mono).max())
-    if not math.isfinite(peak):
-        return {"error": "samples overflow after resampling (values near the float limit)"}
-    if peak < 1e-4:
+    def keep(win: Window) -> None:
+        nonlocal covered, covered_end, rescaled, top_peak
+        peak = float(np.abs(win.audio).max())
+        if not math.isfinite(peak):
+            raise ValueError("samples overflow after resampling (values near the float limit)")
+        if peak < SILENCE_PEAK:
+            return
+        if peak > 1.0:  # loud masters, float files above full scale, resampling overshoot
+            rescaled, top_peak = rescaled + 1, max(top_peak, peak)
+            win.audio = win.audio / peak
+        end = win.start + win.real
+        covered += max(0, end - max(win.start, covered_end))
+        covered_end = max(covered_end, end)
+        kept.append(win)
+        if len(kept) == 2:
+            check_output_name(out.audio_dir, out.partial.name)
+            out.partial.mkdir(parents=True)
+            written.append(_write_segment(out.partial, kept[0], windowing))
+        if len(kept) >= 2:
+            written.append(_write_segment(out.partial, win, windowing))
+            kept[-2].audio = np.zeros(0)  # written: only the newest window is held
+
+    try:
+        for block in stream.blocks:
+            for win in seg.feed(block):
+                keep(win)
+        for win in seg.finish():
+            keep(win)
+    except TooShort as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a decoder error part-way: the recording is refused whole
+        shutil.rmtree(out.partial, ignore_errors=True)
+        return {"error": f"cannot decode ({type(exc).__name__}: {str(exc)[:120]})"}
+    if not kept:
+        shutil.rmtree(out.partial, ignore_errors=True)
         return {"error": "silent (peak below -80 dBFS)"}
-    if peak > 1.0:  # resampling overshoot of a clip that was already near full scale
-        notes.append(f"peak {peak:.3g} rescaled to 1.0")
-        mono = mono / peak
-    mono = mono.astype(np.float32)
+    sr = windowing.sample_rate
+    if rescaled:
+        notes.append(f"peak {top_peak:.3g} rescaled to 1.0" if len(kept) == 1 else
+                     f"{rescaled} windows rescaled to peak 1.0 (loudest {top_peak:.3g})")
+    if kept[-1].real < windowing.clip:
+        notes.append(f"last {kept[-1].real / sr:.2f}s padded to {windowing.clip_seconds:g}s")
+    dropped = {}
+    if seg.dropped_tail:
+        dropped[seg.tail_reason] = seg.dropped_tail / sr
+    silent = seg.total - covered - seg.dropped_tail
+    if silent > 0:
+        dropped["silent windows"] = silent / sr
+    if len(kept) > 1:
+        notes.append(f"{seg.total / sr:.2f}s cut into {len(kept)} windows of {windowing.clip_seconds:g}s "
+                     f"(hop {(windowing.hop_seconds or windowing.clip_seconds):g}s, --tail {windowing.tail})")
+    if dropped:
+        notes.append("dropped " + ", ".join(f"{v:.2f}s ({k})" for k, v in dropped.items()))
+    record = {"recipe": _recipe(item, windowing), "seconds": seg.total / sr, "dropped": dropped, "notes": notes}
+    if len(kept) == 1:
+        win = kept[0]
+        _write_window(out.flac, win.audio, windowing)
+        side = {**_window_sidecar(item, Path(item.key).stem, windowing, win.start / sr, notes),
+                PREPARE_FIELD: record}
+        write_json(out.side, side)  # last: the sidecar's record marks the output complete
+        shutil.rmtree(out.segments, ignore_errors=True)  # a previous, segmented version of this recording
+        windows = [{"flac": out.flac, "side": out.side, "offset": win.start / sr, "sidecar": side}]
+    else:
+        for w in written:
+            write_json(out.partial / f"{w['file']}.json",
+                       _window_sidecar(item, f"{Path(item.key).stem}-{w['file']}", windowing, w["offset"], notes))
+        write_json(out.partial / INDEX, {**record, "windows": [{"file": w["file"], "offset": w["offset"]}
+                                                               for w in written]})
+        old = out.audio_dir / f"{out.stem}.segments.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if out.segments.exists():
+            out.segments.rename(old)
+        out.partial.rename(out.segments)  # the commit: a folder rename is atomic
+        shutil.rmtree(old, ignore_errors=True)
+        for stale in (out.flac, out.side):  # a previous, single-window version of this recording
+            stale.unlink(missing_ok=True)
+        windows = [{"flac": out.segments / f"{w['file']}.flac", "side": out.segments / f"{w['file']}.json",
+                    "offset": w["offset"], "sidecar": None} for w in written]
+    return _result(item, windowing, windows=windows, record=record, notes=notes, resumed=False)
 
-    def verify(path: Path) -> None:  # re-read what was written before it replaces anything
-        check_audio(path, sample_rate=sample_rate, channels=1, frames=target, container="FLAC", deep=True)
 
-    with atomic_path(flac, verify=verify) as tmp:
-        # fastest FLAC level: writing is the costliest step, and reading speed (what training pays) is the same
-        sf.write(str(tmp), mono, sample_rate, format="FLAC", subtype="PCM_16", compression_level=0.0)
-    duration = target / sample_rate  # verified on the written file above, never assumed
-    write_json(sidecar_path, {**sidecar(item.key, item.description, sample_rate, duration), NOTES_FIELD: notes})
-    return _row(item, flac, duration, sample_rate, resumed=False, notes=notes)
+def _write_segment(folder: Path, win: Window, windowing: Windowing) -> dict:
+    name = f"{win.index:05d}"
+    _write_window(folder / f"{name}.flac", win.audio, windowing)
+    return {"file": name, "offset": round(win.start / windowing.sample_rate, 6)}
 
 
-def _row(item: Item, flac: Path, duration: float, sample_rate: int, resumed: bool, notes: list[str]) -> dict:
-    return {"path": str(flac), "duration": duration, "sample_rate": sample_rate, "amplitude": None,
-            "weight": None, "info_path": None, "key": item.key, "resumed": resumed, "notes": notes}
+def _result(item: Item, windowing: Windowing, windows: list[dict], record: dict, notes: list[str],
+            resumed: bool) -> dict:
+    many = len(windows) > 1
+    rows = [{"path": str(w["flac"]), "duration": windowing.clip_seconds, "sample_rate": windowing.sample_rate,
+             "amplitude": None, "weight": None, "info_path": None,
+             "key": f"{item.key}#{Path(w['flac']).stem}" if many else item.key, "recording": item.key,
+             "offset": w["offset"]} for w in windows]
+    return {"rows": rows, "notes": notes, "seconds": record.get("seconds", 0.0),
+            "dropped": record.get("dropped", {}), "resumed": resumed}
 
 
 def _work(args: tuple) -> tuple[str, dict]:
-    item, flac, side, sr, clip = args
+    item, out, windowing = args
     try:
-        return item.key, process_one(item, flac, side, sr, clip)
+        return item.key, process_one(item, out, windowing)
     except Exception as exc:  # noqa: BLE001 - one item's failure is that item's reason, never the run's end
         return item.key, {"error": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
 
 
-def _pool_map(fn: tp.Callable, jobs: list, workers: int, desc: str, quiet: bool) -> tp.Iterator:
+def _pool_map(fn: tp.Callable, jobs: list, workers: int, desc: str, quiet: bool, unit: str = "clip") -> tp.Iterator:
     """`fn` over `jobs` in `workers` processes, in order, with a progress bar; bounded look-ahead."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=quiet)
+    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=quiet)
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield fn(job)
@@ -318,7 +445,8 @@ def _pool_map(fn: tp.Callable, jobs: list, workers: int, desc: str, quiet: bool)
 
 
 def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_rate: int = 32000,
-            clip_seconds: float = 10.0, valid_fraction: float = 0.1, seed: int = 0,
+            clip_seconds: float = 10.0, hop_seconds: float | None = None, tail: str = "overlap",
+            valid_fraction: float = 0.1, seed: int = 0,
             augmentations: tp.Sequence[str] = ("none",), workers: int | None = None,
             data_dir: str | Path | None = None, manifest_dir: str | Path | None = None,
             quiet: bool = False) -> dict:
@@ -326,10 +454,13 @@ def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_r
 
     Args:
         json_path: `{"<id>.mp3": "<description>"}`.
-        audio_dir: folder holding the clips named by the keys.
+        audio_dir: folder holding the recordings named by the keys (any length).
         name: dataset name (`dset=zalo/prepared zalo.dataset=NAME`).
         sample_rate: output rate (the compression model's, 32000 for MusicGen).
-        clip_seconds: clips are trimmed (or padded by at most 0.5 s) to this length.
+        clip_seconds: window length: each recording becomes consecutive windows this long (one clip when it is
+            this long, padded when it is shorter by at most 0.5 s).
+        hop_seconds: start-to-start distance of the windows (None: `clip_seconds`, back to back).
+        tail: the end of a recording that fills no whole window: `overlap`, `pad` or `drop` (see `segment`).
         valid_fraction: share of (normalized) descriptions held out for validation.
         seed: split and grouping seed.
         augmentations: any of `none`, `loop`, `concat` (30-s datasets `NAME-loop30`, `NAME-concat30`).
@@ -345,10 +476,7 @@ def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_r
     check_dataset_name(name)
     if not 0.0 <= valid_fraction < 1.0:
         raise ValueError(f"--valid-fraction {valid_fraction}: must be in [0, 1)")
-    if not clip_seconds > 0 or not math.isfinite(clip_seconds):
-        raise ValueError(f"--clip-seconds {clip_seconds}: must be a positive number of seconds")
-    if sample_rate <= 0:
-        raise ValueError(f"--sample-rate {sample_rate}: must be positive")
+    windowing = Windowing(clip_seconds, hop_seconds, tail, sample_rate)  # checks each value, naming its option
     if workers is not None and workers < 1:
         raise ValueError(f"--workers {workers}: must be at least 1")
     unknown = set(augmentations) - set(augment.CHOICES)
@@ -392,25 +520,35 @@ def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_r
             errors[key] = name_notes[key]
             continue
         try:  # refused up front, before any decoding: names the file system cannot store
-            flac = check_output_name(out_audio, outputs[key] + ".flac")
-            side = check_output_name(out_audio, outputs[key] + ".json")
+            for suffix in (".flac", ".json"):
+                check_output_name(out_audio, outputs[key] + suffix)
         except ValueError as exc:
             errors[key] = str(exc)
             continue
-        jobs.append((Item(key, descriptions[key], sources[key]), flac, side, sample_rate, clip_seconds))
+        jobs.append((Item(key, descriptions[key], sources[key]), Outputs(out_audio, outputs[key]), windowing))
     for f in sorted(audio_dir.iterdir()):
         if f.is_file() and f.name not in descriptions and f.suffix.lower() in AUDIO_SUFFIXES:
             errors[f.name] = "audio file has no description in the JSON"
     workers = workers or os.cpu_count() or 1
     rows: list[dict] = []
-    for key, row in _pool_map(_work, jobs, workers, f"prepare {name}", quiet):
-        if "error" in row:
-            errors[key] = row["error"]
-        else:
+    notes: list[dict] = []
+    resumed, seconds_in = 0, 0.0
+    dropped: dict[str, float] = {}
+    for key, result in _pool_map(_work, jobs, workers, f"prepare {name}", quiet, unit="recording"):
+        if "error" in result:
+            errors[key] = result["error"]
+            continue
+        for row in result["rows"]:
             row["description"] = descriptions[key]
-            if key in name_notes:
-                row["notes"] = [name_notes[key], *row["notes"]]
             rows.append(row)
+        item_notes = ([name_notes[key]] if key in name_notes else []) + result["notes"]
+        if item_notes:
+            notes.append({"id": key, "note": "; ".join(item_notes)})
+        resumed += result["resumed"]
+        seconds_in += result["seconds"]
+        for reason, secs in result["dropped"].items():
+            dropped[reason] = dropped.get(reason, 0.0) + secs
+    recordings = len({r["recording"] for r in rows})
     splits = split_rows(rows, valid_fraction, seed)
     for split, items in splits.items():
         write_manifest(out_manifests / split, items)
@@ -420,23 +558,38 @@ def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_r
             augmented[f"{name}-{kind}{int(3 * clip_seconds)}"] = _augment(
                 splits, kind, name, clip_seconds, data_root, manifest_root, seed, workers, quiet)
     report = {
-        "name": name, "json": str(json_path), "audio_dir": str(audio_dir), "sample_rate": sample_rate,
-        "clip_seconds": clip_seconds, "total": len(descriptions), "prepared": len(rows),
-        "resumed": sum(r["resumed"] for r in rows), "skipped": len(errors),
-        "splits": {k: len(v) for k, v in splits.items()}, "min_valid": min_valid_clips(len(rows), valid_fraction),
+        "name": name, "json": str(json_path), "audio_dir": str(audio_dir), **windowing.fingerprint(),
+        "total": len(descriptions), "prepared": recordings, "segments": len(rows), "resumed": resumed,
+        "skipped": len(errors), "splits": {k: len(v) for k, v in splits.items()},
+        "min_valid": min_valid_clips(len(rows), valid_fraction),
+        "audio_seconds": {"recordings": round(seconds_in, 3), "windows": round(len(rows) * clip_seconds, 3),
+                          "dropped": {k: round(v, 3) for k, v in sorted(dropped.items())}},
         "manifests": str(out_manifests),
         "audio": str(out_audio), "augmented": augmented, "seconds": round(time.time() - start, 2),
         "errors": [{"id": k, "reason": v} for k, v in sorted(errors.items())],
-        "notes": [{"id": r["key"], "note": "; ".join(r["notes"])} for r in rows if r["notes"]],
+        "notes": sorted(notes, key=lambda n: n["id"]),
     }
     write_json(out_manifests / "report.json", report)
     if not quiet:
-        extra = "".join(f", {k}: {v['train']}+{v['valid']}" for k, v in augmented.items())
-        print(f"prepared {len(rows)}/{len(descriptions)} clips ({report['resumed']} already done, "
-              f"{len(errors)} skipped, {len(report['notes'])} fixed) in {report['seconds']}s: "
-              f"train {len(splits['train'])}, valid {len(splits['valid'])}{extra} -> {out_manifests} "
-              f"(report: {out_manifests / 'report.json'})")
+        print(summary_line(report))
     return report
+
+
+def summary_line(report: dict) -> str:
+    """The one line `prepare` ends with: recordings, windows, seconds in, dropped and why, splits, paths.
+
+    Args:
+        report: what `prepare` returns.
+    """
+    secs = report["audio_seconds"]
+    lost = sum(secs["dropped"].values())
+    why = f" ({', '.join(f'{v:.1f}s {k}' for k, v in secs['dropped'].items())})" if lost else ""
+    extra = "".join(f", {k}: {v['train']}+{v['valid']}" for k, v in report["augmented"].items())
+    return (f"prepared {report['prepared']}/{report['total']} recordings ({report['resumed']} already done, "
+            f"{report['skipped']} skipped, {len(report['notes'])} with notes) in {report['seconds']}s: "
+            f"{secs['recordings']:.1f}s of audio -> {report['segments']} clips of {report['clip_seconds']:g}s, "
+            f"{lost:.1f}s dropped{why}; train {report['splits']['train']}, valid {report['splits']['valid']} clips"
+            f"{extra} -> {report['manifests']} (report: {Path(report['manifests']) / 'report.json'})")
 
 
 def check_dataset_name(name: str) -> str:
