@@ -30,10 +30,11 @@ def write_manifest(folder: str | Path, rows: list[dict]) -> Path:
         rows: dicts holding at least `path`, `duration`, `sample_rate`.
     """
     target = Path(folder) / MANIFEST_NAMES[0]
+    text = "".join(json.dumps({k: r.get(k) for k in FIELDS}) + "\n" for r in rows).encode("utf-8")
     with atomic_path(target) as tmp:
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps({k: r.get(k) for k in FIELDS}) + "\n")
+        # no time stamp and no file name in the gzip header: the same rows give the same bytes on a rerun
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+            f.write(text)
     return target
 
 
