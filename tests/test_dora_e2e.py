@@ -69,3 +69,45 @@ def test_grid_dry_run_lists_signatures():
     assert len(expected) == len(LRS) * len(EPOCHS) >= 6
     listed = set(re.findall(r"\b([0-9a-f]{8})\b", out))
     assert expected <= listed, out
+
+
+def _warning_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if re.search(r"warning", ln, re.I)]
+
+
+def test_dora_run_of_a_recipe_shows_no_upstream_warning(tiny_xp):
+    assert not _warning_lines(tiny_xp["log"]), _warning_lines(tiny_xp["log"])[:5]
+
+
+def test_debug_shows_the_warnings_the_filters_hide(tiny_xp):
+    """The same `dora info` is quiet by default and shows dora's Hydra14MigrationWarning with ZALO_MUSIC_DEBUG=1:
+    the silence comes from `quiet.FILTERS`, not from the warning having gone away upstream."""
+    quiet = run_dora("info", "-f", tiny_xp["sig"])
+    loud = run_dora("info", "-f", tiny_xp["sig"], env={"ZALO_MUSIC_DEBUG": "1"})
+    assert not _warning_lines(quiet.stdout + quiet.stderr)
+    assert "Hydra14MigrationWarning" in loud.stdout + loud.stderr
+
+
+def test_quickstart_first_run_is_quiet_and_ends_with_a_metrics_table(tmp_path):
+    """The README's first command as a newcomer sees it (fresh data and XP folders): no line says "warning", and
+    it ends with the XP's metrics table and the raw `dora info` command."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT
+
+    env = dict(os.environ, ZALO_MUSIC_DORA_DIR=str(tmp_path / "o"), AUDIOCRAFT_DORA_DIR=str(tmp_path / "o"),
+               ZALO_MUSIC_DATA_DIR=str(tmp_path / "d"), ZALO_MUSIC_MANIFEST_DIR=str(tmp_path / "m"))
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.run([sys.executable, "-m", "zalo_music.cli", "quickstart", "--clips", "16",
+                           "optim.updates_per_epoch=2"], cwd=PROJECT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert not _warning_lines(out), _warning_lines(out)[:5]
+    table = proc.stdout[proc.stdout.index("(raw metrics: dora -P zalo_music info -f "):]
+    header, row = table.splitlines()[1:3]
+    assert header.split()[:3] == ["sig", "epochs", "valid", ] and "2/2" in row.split()
+    assert float(row.split()[3]) > 0  # the valid ce of the run just trained
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("quickstart done in ")

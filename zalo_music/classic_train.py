@@ -147,7 +147,7 @@ def train(opts: dict, run: bool = True) -> tuple[str, list[str]]:
     from .procutil import run_dora
     from .quickstart import xp_signature
 
-    sig, folder = xp_signature(argv)
+    sig, folder, _ = xp_signature(argv)
     print(f"zalo-music train: XP {sig} -> {folder}\n  dora -P zalo_music run {' '.join(argv)}", flush=True)
     if run:
         proc = run_dora("run", *argv, check=False)

@@ -188,7 +188,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zalo-music", formatter_class=fmt,
                                 description="Fine-tune MusicGen with Audiocraft + Dora; score with CLAS.")
     p.add_argument("--debug", action="store_true",
-                   help="show the full traceback of an error (also: ZALO_MUSIC_DEBUG=1)")
+                   help="show the full traceback of an error and every upstream warning (also: ZALO_MUSIC_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("doctor", formatter_class=fmt, help="check the installation and say how to fix it")
@@ -386,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("ZALO_MUSIC_DEBUG") == "1"
+    if debug:  # also for the processes this one starts (dora, workers): tracebacks and every upstream warning
+        os.environ["ZALO_MUSIC_DEBUG"] = "1"
     # After parsing, so `--help` and usage errors stay instant: the environment probe may take 2 s.
     from .runtime import prepare
 

@@ -148,14 +148,20 @@ def compare(grid: str, xps: list[LocalXP] | None = None) -> list[dict]:
     return rows
 
 
-def print_comparison(grid: str, rows: list[dict]) -> None:
-    """Print `compare` rows as a table, best first."""
+def print_comparison(grid: str, rows: list[dict], title: str | None = None) -> None:
+    """Print `compare` rows as a table, best first.
+
+    Args:
+        grid: the grid's name (in the title).
+        rows: what `compare` returns.
+        title: replaces the title line.
+    """
     metric = "CLAS" if any(r["clas"] is not None for r in rows) else "valid ce"
 
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.4f}"
 
-    print(f"grid {grid}, ranked by {metric}:")
+    print(title or f"grid {grid}, ranked by {metric}:")
     print(f"  {'':1} {'sig':8} {'epochs':>7} {'valid ce':>9} {'clap':>7} {'fas':>7} {'clas':>7}  overrides")
     for r in rows:
         print(f"  {'*' if r['best'] else ' '} {r['sig']:8} {r['epochs']:>7} {f(r['valid_ce']):>9} {f(r['clap']):>7} "

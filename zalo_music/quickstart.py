@@ -1,6 +1,6 @@
 """`zalo-music quickstart`: the main job on the embedded demo data, on CPU, with no download.
 
-demo data -> prepare -> `dora run solver=zalo/tiny` -> `dora info -m` -> generated samples.
+demo data -> prepare -> `dora run solver=zalo/tiny` -> the XP's metrics table (`compare`) -> generated samples.
 Rerunning resumes: finished clips, prepared files and the trained XP are reused.
 """
 
@@ -17,8 +17,9 @@ from .procutil import run_dora
 TINY_ARGV = ["solver=zalo/tiny", "dset=zalo/demo"]
 
 
-def xp_signature(argv: list[str]) -> tuple[str, Path]:
-    """Signature and folder of the XP that `dora run ARGV` would run (Dora's own lookup, no child process).
+def xp_signature(argv: list[str]) -> tuple[str, Path, int]:
+    """Signature, folder and epoch count of the XP that `dora run ARGV` would run (Dora's own lookup, no child
+    process).
 
     Args:
         argv: the XP's Hydra overrides.
@@ -26,7 +27,7 @@ def xp_signature(argv: list[str]) -> tuple[str, Path]:
     from .train import main
 
     xp = main.get_xp(argv)
-    return xp.sig, xp.folder
+    return xp.sig, xp.folder, int(xp.cfg.optim.epochs)
 
 
 def main(extra: list[str] | None = None, clips: int = 64) -> int:
@@ -39,17 +40,17 @@ def main(extra: list[str] | None = None, clips: int = 64) -> int:
     start = time.time()
     from .data.demo import build_demo
     from .data.prepare import prepare
+    from .gridlocal import LocalXP, compare, print_comparison
 
     src = env.data_dir() / "demo_source"
     json_path = build_demo(src, n=clips)
     prepare(json_path, src / "audio", "demo")
     argv = TINY_ARGV + list(extra or [])
-    sig, folder = xp_signature(argv)
+    sig, folder, epochs = xp_signature(argv)
     print(f"training XP {sig} ({' '.join(argv)}) in {folder}", flush=True)
     run_dora("run", *argv)
-    info = run_dora("info", "-f", sig, "-m", capture=True).stdout
-    metrics_line = next((ln for ln in info.splitlines() if "Metrics[" in ln), "").strip()
-    print(f"dora -P zalo_music info -f {sig} -m\n  {metrics_line}")
+    rows = compare("quickstart", xps=[LocalXP(sig, folder, epochs, argv)])
+    print_comparison("quickstart", rows, title=f"XP {sig} (raw metrics: dora -P zalo_music info -f {sig} -m):")
     samples = sorted((folder / "samples").rglob("*.wav"))
     generated = [p for p in samples if "reference" not in p.parts]
     print(f"{len(generated)} generated samples in {folder / 'samples'}")
@@ -57,7 +58,7 @@ def main(extra: list[str] | None = None, clips: int = 64) -> int:
         print(f"  {p}")
     print(f"quickstart done in {time.time() - start:.0f}s: XP {sig} -> {folder} "
           f"(history: {folder / 'history.json'}; checkpoint: {folder / 'checkpoint.th'})")
-    return 0 if metrics_line else 1
+    return 0 if rows and rows[0]["valid_ce"] is not None else 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ _PREPARED = False
 
 
 def prepare() -> None:
-    """Export audiocraft's environment (`env.setup_environment`) and apply every upstream patch (`patches.apply`).
+    """Export audiocraft's environment (`env.setup_environment`), apply every upstream patch (`patches.apply`)
+    and silence the upstream warnings listed in `quiet.FILTERS` (unless ZALO_MUSIC_DEBUG=1).
 
     Must run before audiocraft is imported: audiocraft reads its environment variables at import time, and
     audiocraft's `import laion_clap` needs the import guard offline. The torch patches (checkpoint allow-list,
@@ -25,7 +26,9 @@ def prepare() -> None:
         return
     from .env import setup_environment
     from .patches import apply
+    from .quiet import install
 
+    install()  # first: importing what the patches touch may warn already
     setup_environment()
     apply()
     _PREPARED = True

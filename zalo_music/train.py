@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import warnings
 
 from zalo_music.runtime import prepare
 from zalo_music.env import CONFIG_DIR
@@ -31,8 +30,6 @@ from zalo_music.solvers import registry  # noqa: E402
 
 logger = logging.getLogger(__name__)
 registry.install()
-# Dora's hydra_main uses version_base="1.1" (as audiocraft does); the migration notice is noise here.
-warnings.filterwarnings("ignore", message=r".*version_base.*", category=UserWarning)
 
 
 @hydra_main(config_path=os.path.relpath(CONFIG_DIR, os.path.dirname(__file__)), config_name="config",

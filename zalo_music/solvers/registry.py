@@ -85,7 +85,7 @@ def adapt_to_device(cfg: omegaconf.DictConfig) -> list[str]:
             cfg.optim.ema.device = "cpu"
             changes.append("optim.ema.device cuda -> cpu: the XP runs on CPU")
     for change in changes:
-        logger.warning("device %s: %s", device, change)
+        logger.info("device %s: %s", device, change)  # an expected adaptation to the hardware, not a fault
     return changes
 
 
