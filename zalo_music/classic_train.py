@@ -161,12 +161,9 @@ def train(opts: dict, run: bool = True) -> tuple[str, list[str]]:
 
 def register(sub) -> None:
     """Add the `train` sub-command (musicgen_trainer's options and defaults) to `sub`."""
-    import argparse
+    from .helpfmt import RawDescriptionHelpFormatter
 
-    class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-        """Defaults in the option help, the module docstring kept as written."""
-
-    t = sub.add_parser("train", formatter_class=_Formatter,
+    t = sub.add_parser("train", formatter_class=RawDescriptionHelpFormatter,
                        help="musicgen_trainer-style front end: prepare a folder and run a Dora XP",
                        description=__doc__)
     t.add_argument("--dataset_path", required=True, help="folder of wav/mp3 + txt pairs, or with one Zalo JSON")
@@ -174,7 +171,7 @@ def register(sub) -> None:
     t.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
     t.add_argument("--epochs", type=int, default=100, help="passes over the training split")
     t.add_argument("--use_wandb", type=int, default=0, help="1: log to Weights & Biases")
-    t.add_argument("--save_step", type=int, default=None, help="checkpoint every N optimizer steps")
+    t.add_argument("--save_step", type=int, default=None, help="checkpoint every N optimizer steps (default: once per epoch)")
     t.add_argument("--no_label", type=int, default=0, help="1: train without text conditioning")
     t.add_argument("--tune_text", type=int, default=0, help="1: train only the text->LM conditioning projection")
     t.add_argument("--lora_rank", type=int, default=0,

@@ -184,7 +184,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             longer changes the parser.
     """
     del command  # every sub-command is registered the same way now
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    from .helpfmt import HelpFormatter as fmt
+
     p = argparse.ArgumentParser(prog="zalo-music", formatter_class=fmt,
                                 description="Fine-tune MusicGen with Audiocraft + Dora; score with CLAS.")
     p.add_argument("--debug", action="store_true",
@@ -229,15 +230,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help="check and clean a test description JSON (no audio) for generation")
     t.add_argument("--json", required=True, help="the public_test.json-style file")
     t.add_argument("--name", required=True, help="output name: manifests/NAME/test.json")
-    t.add_argument("--train-json", default=None, help="training JSON, to count descriptions seen in training")
+    t.add_argument("--train-json", default=None, help="training JSON, to count descriptions seen in training (default: not counted)")
     t.set_defaults(func=_cmd_prepare_test)
 
     a = sub.add_parser("eda", formatter_class=fmt,
                        help="exploratory report (PNG plots + Markdown) on descriptions, and audio when present")
     a.add_argument("--json", required=True, help="training descriptions (Zalo JSON)")
-    a.add_argument("--test-json", default=None, help="a test JSON, to measure its overlap with training")
+    a.add_argument("--test-json", default=None, help="a test JSON, to measure its overlap with training (default: no overlap report)")
     a.add_argument("--dataset", default=None,
-                   help="name of a prepared dataset (manifests/NAME) for duration and loudness plots")
+                   help="name of a prepared dataset (manifests/NAME) for duration and loudness plots (default: no plots)")
     a.add_argument("--audio-sample", type=_number(int, 0), default=2000, help="at most this many clips read for loudness")
     a.add_argument("--out", default="reports/eda", help="output folder")
     a.set_defaults(func=_cmd_eda)
@@ -281,9 +282,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     gn.add_argument("--out", required=True, help="output folder (one file per id, named by the id)")
     zips = gn.add_mutually_exclusive_group()
     zips.add_argument("--zip", default=None,
-                      help="also write and validate this submission ZIP (not written if any id is refused)")
+                      help="also write and validate this submission ZIP (not written if any id is refused) (default: no ZIP)")
     zips.add_argument("--zip-partial", default=None, metavar="ZIP",
-                      help="like --zip, but leave refused ids out of the ZIP instead of writing none")
+                      help="like --zip, but leave refused ids out of the ZIP instead of writing none (default: no ZIP)")
     gn.add_argument("--duration", type=_POSITIVE_FLOAT, default=10.0, help="seconds per clip")
     gn.add_argument("--sample-rate", type=_POSITIVE_INT, default=32000, help="output sample rate (resampled explicitly)")
     gn.add_argument("--top-k", type=_number(int, 0), default=250, help="top-k sampling")
@@ -297,20 +298,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                          "audiocraft's for the same seed) or audiocraft (its own MusicGen loop)")
     gn.add_argument("--shard", type=_shard, default=None,
                     help="i/n: do only shard i of n (0-based), e.g. one per GPU or machine: batch k of the sorted "
-                         "ids goes to shard k mod n, so the shards together give the unsharded run's bytes")
+                         "ids goes to shard k mod n, so the shards together give the unsharded run's bytes (default: all ids)")
     gn.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     gn.add_argument("--candidates", type=_POSITIVE_INT, default=1,
                     help="best-of-N: N samples per description in one batched pass, the one with the highest CLAP "
                          "(as `score` computes it on the MP3) kept; report in <out>/candidates.json. 1: no CLAP")
     gn.add_argument("--from-xp", default=None, metavar="SIG",
-                    help="model, decoding, candidates and CLAP of this (eval) XP: generate as it was scored")
+                    help="model, decoding, candidates and CLAP of this (eval) XP: generate as it was scored (default: the options "
+                         "given here)")
     gn.add_argument("--clap-checkpoint", default=None,
-                    help="CLAP of --candidates (keep the judge's: as `score --clap-checkpoint`)")
+                    help="CLAP of --candidates (keep the judge's: as `score --clap-checkpoint`) (default: as `score`)")
     gn.add_argument("--clap-model", default="HTSAT-base", help="audio tower of --clap-checkpoint")
     gn.add_argument("--fas-weight", type=_number(float, 0), default=0.0,
                     help="best-of-N objective clap - w*|e - mu_ref|^2 (mu_ref: --rerank-reference's mean CLAP "
                          "embedding); 0: CLAP only")
-    gn.add_argument("--rerank-reference", default=None, help="FAD reference for --fas-weight (manifest or folder)")
+    gn.add_argument("--rerank-reference", default=None, help="FAD reference for --fas-weight (manifest or folder) (default: none, only with --fas-weight 0)")
     gn.set_defaults(func=_cmd_generate)
 
     v = sub.add_parser("validate-submission", formatter_class=fmt,

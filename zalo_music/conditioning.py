@@ -355,8 +355,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     Returns:
         The sub-command's parser.
     """
+    from .helpfmt import HelpFormatter
+
     p = subparsers.add_parser(
-        "check-conditioning", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "check-conditioning", formatter_class=HelpFormatter,
         help="does a trained XP use its text? loss with own vs other clips' descriptions on held-out clips",
         description="Measure an XP's best state on held-out clips: the LM's mean per-token cross-entropy of each "
                     "clip's codes with its own description (matched), with another clip's (shuffled, a fixed "
@@ -364,10 +366,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "bootstrap interval over clips above zero, 1 when not, 2 on an error.")
     p.add_argument("xp", help="the XP's signature (or //sig/SIG, or its folder)")
     p.add_argument("--split", default="valid", help="the XP's datasource split whose clips are measured")
-    p.add_argument("--manifest", default=None, help="measure the clips of this manifest folder instead")
+    p.add_argument("--manifest", default=None, help="measure the clips of this manifest folder (default: the XP's valid split)")
     p.add_argument("--max-clips", type=int, default=None, help="use only the first N clips (default: all)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--seed", type=int, default=0, help="seed of the derangement and the bootstrap")
-    p.add_argument("--json", default=None, help="also write the report to this JSON file")
+    p.add_argument("--json", default=None, help="also write the report to this JSON file (default: none)")
     p.set_defaults(func=_cmd_check)
     return p

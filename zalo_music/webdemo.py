@@ -376,21 +376,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     Returns:
         The new sub-parser.
     """
-    d = subparsers.add_parser("demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    from .helpfmt import HelpFormatter
+
+    d = subparsers.add_parser("demo", formatter_class=HelpFormatter,
                               help="local web page: description in, generated clip out (Gradio)")
     d.add_argument("--model", action="append", default=None,
                    help="model to offer first (hub name, exported folder or //sig/<S>); repeatable. Exports "
                         "under <dora_dir>/exports, XPs under <dora_dir>/xps and "
-                        f"{', '.join(PRETRAINED)} are always listed; None: the first of those is the default")
+                        f"{', '.join(PRETRAINED)} are always listed (default: the first of those)")
     d.add_argument("--host", default="127.0.0.1",
                    help="bind address; a non-loopback address exposes the page (no authentication)")
     d.add_argument("--port", type=int, default=7860, help="TCP port")
-    d.add_argument("--device", default=None, help="torch device; None: cuda if available, else cpu")
+    d.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     d.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="longest accepted description")
     d.add_argument("--share", action="store_true", default=False,
                    help="also open a public gradio.live link (needs internet)")
     d.add_argument("--out-dir", default=None,
-                   help="folder for generated files; None: a new temporary folder")
+                   help="folder for generated files (default: a new temporary folder)")
     d.set_defaults(func=_cmd_demo)
     return d
 

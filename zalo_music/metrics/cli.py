@@ -16,24 +16,25 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     Returns:
         The `score` parser.
     """
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    from ..helpfmt import HelpFormatter as fmt
+
     s = subparsers.add_parser(
         "score", formatter_class=fmt,
         help="CLAP / FAD / FAS / CLAS of a folder of clips against a Zalo JSON (+ per-item JSON report)")
     s.add_argument("--audio-dir", required=True, help="folder of clips named by the JSON keys (MP3, WAV, ...)")
     s.add_argument("--json", required=True, help='the {"<id>.mp3": "<description>"} file the clips answer')
     s.add_argument("--reference", default=None,
-                   help="FAD reference: audiocraft manifest folder (data.jsonl[.gz]) or folder of audio; "
-                        "without it only CLAP is computed")
-    s.add_argument("--out", default=None, help="JSON report path; None: <audio-dir>/score.json")
+                   help="FAD reference: audiocraft manifest folder (data.jsonl[.gz]) or folder of audio "
+                        "(default: none, only CLAP is computed)")
+    s.add_argument("--out", default=None, help="JSON report path (default: <audio-dir>/score.json)")
     s.add_argument("--clap-checkpoint", default=None,
-                   help=f"laion-clap checkpoint (path or //reference/...); None: ${CHECKPOINT_ENV}, "
-                        f"else {DEFAULT_CHECKPOINT}")
+                   help=f"laion-clap checkpoint (path or //reference/...) (default: ${CHECKPOINT_ENV}, "
+                        f"else {DEFAULT_CHECKPOINT})")
     s.add_argument("--clap-model", default="HTSAT-base",
                    help="audio tower of the checkpoint (HTSAT-base for the music checkpoint)")
     s.add_argument("--batch-size", type=int, default=8,
                    help="clips/texts per CLAP forward pass (4-8 on a CPU, 32+ on a GPU)")
-    s.add_argument("--device", default=None, help="torch device; None: cuda if available, else cpu")
+    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--fad-tau", type=float, default=1.0, help="FAS = exp(-FAD / tau)")
     s.add_argument("--fad-inf", action="store_true",
                    help="also report FAD-infinity, FAD extrapolated to N -> infinity (and fas_inf, clas_inf): "

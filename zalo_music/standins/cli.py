@@ -37,8 +37,9 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add the `standins` sub-command to `sub` (the `zalo-music` sub-parsers)."""
-    p = sub.add_parser("standins", formatter_class=type("F", (argparse.ArgumentDefaultsHelpFormatter,
-                                                               argparse.RawDescriptionHelpFormatter), {}),
+    from ..helpfmt import RawDescriptionHelpFormatter
+
+    p = sub.add_parser("standins", formatter_class=RawDescriptionHelpFormatter,
                        help="build offline random-weight stand-ins of every hub artifact (plumbing tests)",
                        description=DESCRIPTION)
     p.add_argument("--out", required=True, help="output folder: <out>/hf (HF_HOME) and <out>/reference")

@@ -31,8 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     Returns:
         The sub-command's parser.
     """
+    from ..helpfmt import HelpFormatter
+
     p = subparsers.add_parser(
-        "tokenize", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "tokenize", formatter_class=HelpFormatter,
         help="encode a prepared dataset once with the XP's compression model (fast fine-tuning from tokens)",
         description="Encode the train and valid clips of a prepared dataset with the compression model of the "
                     "XP that OVERRIDES describe, into int16 memory-mapped shards. Resumable: finished shards "
@@ -40,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "(or train_from=tokens_loop30: the 30-s loop in token space).")
     p.add_argument("overrides", nargs="*",
                    help="the XP's Dora/Hydra overrides (solver and dset), e.g. solver=zalo/tiny dset=zalo/demo")
-    p.add_argument("--dataset", default=None, help="prepared dataset NAME (adds zalo.dataset=NAME)")
+    p.add_argument("--dataset", default=None, help="prepared dataset NAME (adds zalo.dataset=NAME) (default: the XP's zalo.dataset)")
     p.add_argument("--out", "--cache-dir", dest="out", default=None,
                    help="cache root (default: zalo.tokens.dir, else $ZALO_MUSIC_DATA_DIR/tokens); the cache "
                         "goes to ROOT/DATASET/<codec>-<key hash>")
