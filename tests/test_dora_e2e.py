@@ -106,6 +106,8 @@ def test_quickstart_first_run_is_quiet_and_ends_with_a_metrics_table(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert not _warning_lines(out), _warning_lines(out)[:5]
+    errors = [ln for ln in out.splitlines() if re.search(r"\berror\b", ln, re.I)]  # e.g. a C decoder's stderr
+    assert not errors, errors[:5]
     table = proc.stdout[proc.stdout.index("(raw metrics: dora -P zalo_music info -f "):]
     header, row = table.splitlines()[1:3]
     assert header.split()[:3] == ["sig", "epochs", "valid", ] and "2/2" in row.split()

@@ -13,7 +13,7 @@ A remainder of at most `MAX_PAD_SECONDS` is always dropped (an MP3's encoder pad
 and a recording shorter than a clip by at most that much is padded to one clip, as before. Windows whose peak
 is below -80 dBFS (silence between tracks) are dropped. The seconds dropped are counted by reason.
 
-Decoding streams through libsndfile (PyAV/FFmpeg for what it refuses), the downmix is float64 (channels near
+Decoding streams through libsndfile (PyAV/FFmpeg for MP3 and for what libsndfile refuses), the downmix is float64 (channels near
 the float32 limit do not overflow) and resampling is soxr's streaming resampler, whose output equals a
 one-shot `soxr.resample` of the whole recording: a window is exactly the resampled recording at its offset.
 """
@@ -233,8 +233,15 @@ def open_stream(path: str | Path, sample_rate: int) -> Stream:
     path = Path(path)
     try:
         f = sf.SoundFile(str(path))
-        rate, channels, raw = f.samplerate, f.channels, _sndfile_blocks(f)
     except Exception:  # noqa: BLE001 - libsndfile refuses it: FFmpeg (through PyAV) reads nearly everything else
+        f = None
+    if f is not None and f.format not in ("MP3", "MPEG"):
+        rate, channels, raw = f.samplerate, f.channels, _sndfile_blocks(f)
+    else:
+        # MP3 too: libsndfile's mpg123 decodes it block by block to the same samples, but prints "part2_3_length
+        # too large" errors to the C stderr at block boundaries; FFmpeg streams it quietly
+        if f is not None:
+            f.close()
         rate, channels, raw = _pyav_blocks(path)
 
     def mono() -> tp.Iterator[np.ndarray]:
