@@ -33,6 +33,16 @@ PROJECT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT.parent / "shared" / "data" / "zalo2023"
 
 
+def pytest_configure(config):
+    """The upstream warnings `runtime.prepare()` silences, silenced in-process too: pytest resets Python's warning
+    filters around each test, so `quiet.FILTERS` are also handed to its own `filterwarnings`."""
+    from zalo_music import quiet
+
+    if not quiet.debug_requested():
+        for f in quiet.FILTERS:
+            config.addinivalue_line("filterwarnings", f.pytest_line())
+
+
 @pytest.fixture(scope="session")
 def work_root() -> Path:
     return _ROOT

@@ -180,3 +180,33 @@ def test_pyav_fallback_streams_what_libsndfile_refuses(tmp_path):
     report = prepare(tmp_path / "t.json", tmp_path / "audio", "aac", data_dir=tmp_path / "d",
                      manifest_dir=tmp_path / "m", quiet=True, workers=1)
     assert report["segments"] == 3 and not report["errors"], report  # 0-10, 10-20, end-aligned 13-23
+
+
+# ------------------------------------------------------------------ downstream: tokens, augmentation, dora
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_segmented_dataset_trains_from_tokens_and_from_its_loop30(work_root):
+    """A dataset of long recordings goes through the token cache (one code row per window), a `train_from=tokens`
+    XP and the 30-s loop augmentation's XP, like any prepared dataset."""
+    from tests.conftest import run_dora, xp_of_run
+    from zalo_music.data.demo import SAMPLE_RATE, make_specs, render
+    from zalo_music.tokens.encode import tokenize
+
+    src = work_root / "data" / "longrec_source"
+    (src / "audio").mkdir(parents=True, exist_ok=True)
+    specs = make_specs(4, seed=11)
+    for s in specs:
+        sf.write(str(src / "audio" / s.key_id), render(s, duration=35.0), SAMPLE_RATE, format="MP3")
+    (src / "long.json").write_text(json.dumps({s.key_id: s.description for s in specs}))
+    report = prepare(src / "long.json", src / "audio", "longrec", augmentations=("loop",), workers=2, quiet=True)
+    assert report["segments"] == 16 and report["augmented"]["longrec-loop30"] == report["splits"]
+    argv = ["solver=zalo/tiny", "dset=zalo/prepared", "zalo.dataset=longrec", "train_from=tokens"]
+    cache = tokenize(argv, quiet=True)
+    assert sum(s["encoded"] for s in cache["splits"].values()) == 16
+    short = ["optim.epochs=1", "optim.updates_per_epoch=2", "dataset.train.num_samples=16",
+             "dataset.batch_size=4", "evaluate.every=1000", "generate.every=1000"]
+    for run_argv in (argv, ["solver=zalo/tiny", "dset=zalo/prepared_loop30", "zalo.dataset=longrec"]):
+        proc = run_dora("run", *run_argv, *short)
+        history = json.loads((xp_of_run(proc.stdout + proc.stderr) / "history.json").read_text())
+        assert history[-1]["train"]["ce"] > 0 and history[-1]["valid"]["ce"] > 0, run_argv

@@ -28,6 +28,15 @@ class Filter:
     module: str
     why: str
 
+    def __post_init__(self) -> None:
+        # the test suite hands these to pytest's `filterwarnings`, whose fields are separated by ':'
+        if ":" in self.message + self.module:
+            raise ValueError(f"quiet.Filter {self.message!r}: no ':' in the patterns ('.' matches it)")
+
+    def pytest_line(self) -> str:
+        """This filter in pytest's `filterwarnings` syntax (pytest resets Python's filters around each test)."""
+        return f"ignore:{self.message}:Warning:{self.module}"
+
 
 FILTERS: tuple[Filter, ...] = (
     Filter(r"\s*version_base=\"1\.1\" selects Hydra 1\.1 compatibility", r"dora\.hydra",
@@ -39,6 +48,10 @@ FILTERS: tuple[Filter, ...] = (
     Filter(r"Up to version 1\.0\.1, the _prepare_tokens_and_attributes", r"audiocraft\.solvers\.musicgen",
            "audiocraft/solvers/musicgen.py notes a change made in its release 1.1.0 on every first batch; "
            "zalo-music pins a later release, so there is nothing to compare against."),
+    Filter(r"torch\.meshgrid. in an upcoming release, it will be required to pass the indexing argument",
+           r"torch\.functional",
+           "laion_clap's HTSAT audio tower (laion_clap/clap_module/htsat.py, window attention) calls "
+           "torch.meshgrid without `indexing`; the default it gets, 'ij', is the one it was written for."),
     Filter(r"Converting a tensor with requires_grad=True to a scalar", r"flashy\.utils",
            "flashy/utils.py's averager calls float() on each logged loss; the value logged is right, only "
            "autograd's bookkeeping is skipped, which logging does not need."),
