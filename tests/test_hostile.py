@@ -377,6 +377,31 @@ def test_zip_bomb_is_validated_in_bounded_memory(tmp_path):
     assert rss < 300  # the bound asked for is 600 MB; reading the entry whole would cost > 400 MB
 
 
+@pytest.mark.parametrize("channels", [1, None])
+def test_crafted_header_entry_is_validated_in_bounded_memory(tmp_path, channels):
+    """A 12-s Ogg Vorbis entry with 255 channels at 96 kHz (~40 KB in the ZIP, 1.2 GB as float32) is judged on its
+    header (not MP3, 255 channels, 12 s) without being decoded, whether or not a channel count is expected."""
+    sr, ch = 96000, 255
+    ogg = tmp_path / "b.ogg"
+    with sf.SoundFile(str(ogg), "w", sr, ch, format="OGG") as f:
+        block = np.zeros((sr, ch), np.float32)
+        block[:, 0] = 0.1 * np.sin(np.arange(sr) / 10)
+        for _ in range(12):
+            f.write(block)
+    js = tmp_path / "t.json"
+    js.write_text(json.dumps({"b.mp3": DESC}))
+    z = tmp_path / "sub.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.write(ogg, "b.mp3")
+    rss = _peak_rss_mb(f"from zalo_music.submission import validate\n"
+                       f"r = validate({str(z)!r}, {str(js)!r}, channels={channels!r})\n"
+                       f"p = str(r.problems)\n"
+                       f"assert 'OGG audio named .mp3' in p and '12.000s' in p, p\n"
+                       f"assert ({channels!r} == 1) == ('255 channels' in p), p")
+    print(f"validate-submission, 255-channel 96-kHz entry (channels={channels}): peak RSS {rss:.0f} MB")
+    assert rss < 300  # decoding the expected window whole took 2.4 GB
+
+
 def test_three_hour_recording_is_prepared_whole_in_bounded_memory(tmp_path):
     audio = tmp_path / "a"
     audio.mkdir()

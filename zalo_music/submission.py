@@ -96,7 +96,8 @@ def validate(zip_path: str | Path, json_path: str | Path, duration: float = 10.0
     """Check a submission ZIP against its test JSON.
 
     Memory stays bounded whatever the ZIP holds: an entry is read only up to `MAX_ENTRY_BYTES` (a larger one,
-    whatever its header claims, is refused undecoded) and decoded only up to the expected duration.
+    whatever its header claims, is refused undecoded), an entry whose header is already wrong is not decoded,
+    and the others are decoded `CHECK_BLOCK_SAMPLES` samples at a time.
 
     Args:
         zip_path: the ZIP.
@@ -146,36 +147,65 @@ def validate(zip_path: str | Path, json_path: str | Path, duration: float = 10.0
     return report
 
 
+#: Samples (all channels together) decoded at a time: the check's memory, whatever a header declares (4 MB).
+CHECK_BLOCK_SAMPLES = 1 << 20
+
+
 def _check_clip(report: Report, name: str, data: bytes, duration: float, sample_rate: int | None,
                 channels: int | None) -> None:
+    """Check one entry; memory is `CHECK_BLOCK_SAMPLES` float32 samples whatever its header declares.
+
+    The header is judged first (container, channels, rate, announced length): an entry already wrong there is
+    reported without decoding it, since a hostile header can declare 255 channels at 96 kHz. Otherwise it is
+    decoded in blocks of at most `CHECK_BLOCK_SAMPLES` samples, keeping only running statistics.
+    """
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            fmt, sr, ch = f.format, f.samplerate, f.channels
-            # at most the expected length plus a second: enough to tell "too long", bounded memory
-            audio = f.read(int((duration + DURATION_TOLERANCE + 1) * sr), dtype="float32", always_2d=True)
-            rest = 0
-            while True:  # count (without keeping) what is beyond the window, to report the real length
-                chunk = f.read(1 << 16, dtype="float32", always_2d=True)
-                if not len(chunk):
-                    break
-                rest += len(chunk)
-    except Exception as exc:  # noqa: BLE001
+        f = sf.SoundFile(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises its own error types
         report.add(name, f"does not decode ({type(exc).__name__})")
         return
-    if fmt != "MP3":
-        report.add(name, f"is {fmt} audio named .mp3: the submission needs real MP3 files")
-    if channels and ch != channels:
-        report.add(name, f"{ch} channels, expected {channels} ({'mono' if channels == 1 else 'multi-channel'})")
-    seconds = (audio.shape[0] + rest) / sr
+    with f:
+        fmt, sr, ch = f.format, f.samplerate, f.channels
+        wrong = []
+        if fmt != "MP3":
+            wrong.append(f"is {fmt} audio named .mp3: the submission needs real MP3 files")
+        if channels and ch != channels:
+            wrong.append(f"{ch} channels, expected {channels} ({'mono' if channels == 1 else 'multi-channel'})")
+        if sample_rate and sr != sample_rate:
+            wrong.append(f"sample rate {sr}, expected {sample_rate}")
+        if wrong:
+            for problem in wrong:
+                report.add(name, problem)
+            if f.frames > 0 and abs(f.frames / sr - duration) > DURATION_TOLERANCE:
+                report.add(name, f"{f.frames / sr:.3f}s (as its header says), expected {duration}s "
+                                 f"+-{DURATION_TOLERANCE}")
+            return
+        block = max(1, CHECK_BLOCK_SAMPLES // max(ch, 1))
+        frames, peak, at_full_scale, finite = 0, 0.0, 0, True
+        try:
+            while True:
+                chunk = f.read(block, dtype="float32", always_2d=True)
+                if not len(chunk):
+                    break
+                frames += len(chunk)
+                if not finite:
+                    continue  # still counted: the real length is reported
+                if not np.isfinite(chunk).all():
+                    finite = False
+                    continue
+                mag = np.abs(chunk, out=chunk)
+                peak = max(peak, float(mag.max()))
+                at_full_scale += int(np.count_nonzero(mag >= 0.999))
+        except Exception as exc:  # noqa: BLE001
+            report.add(name, f"does not decode ({type(exc).__name__})")
+            return
+    seconds = frames / sr
     if abs(seconds - duration) > DURATION_TOLERANCE:
         report.add(name, f"{seconds:.3f}s, expected {duration}s +-{DURATION_TOLERANCE}")
-    if sample_rate and sr != sample_rate:
-        report.add(name, f"sample rate {sr}, expected {sample_rate}")
-    if not np.isfinite(audio).all():
+    if not finite:
         report.add(name, "NaN or Inf samples")
         return
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak < 1e-3:
         report.add(name, "silent (peak below -60 dBFS)")
-    if np.mean(np.abs(audio) >= 0.999) > 1e-3:
+    if frames and at_full_scale / (frames * ch) > 1e-3:
         report.add(name, "clipping (>0.1% of samples at full scale)")

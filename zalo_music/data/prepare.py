@@ -313,7 +313,7 @@ def process_one(item: Item, out: Outputs, windowing: Windowing) -> dict:
 
     def keep(win: Window) -> None:
         nonlocal covered, covered_end, rescaled, top_peak
-        peak = float(np.abs(win.audio).max())
+        peak = max(float(win.audio.max()), -float(win.audio.min()))  # no |x| temporary
         if not math.isfinite(peak):
             raise ValueError("samples overflow after resampling (values near the float limit)")
         if peak < SILENCE_PEAK:
