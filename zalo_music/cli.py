@@ -394,11 +394,15 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime import prepare
 
     prepare()
+    from .procutil import Terminated, interrupt_on_termination
+
+    interrupt_on_termination()  # SIGTERM/SIGHUP (SLURM, timeout, a closed terminal) unwind like Ctrl-C
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"zalo-music {args.command}: interrupted (a rerun resumes)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signame = exc.args[0] if isinstance(exc, Terminated) else "SIGINT"
+        print(f"zalo-music {args.command}: interrupted by {signame} (a rerun resumes)", file=sys.stderr)
+        return 128 + (exc.signum if isinstance(exc, Terminated) else 2)
     except Exception as exc:  # noqa: BLE001 - the one boundary: one clear line, the traceback with --debug
         if debug:
             raise

@@ -43,6 +43,90 @@ def temp_name(name: str) -> str:
     return f".{name}." + "x" * _TEMP_RANDOM_CHARS + ".tmp" + Path(name).suffix
 
 
+def is_temp(path: str | os.PathLike) -> bool:
+    """Whether `path` is one of `atomic_path`'s temporary files (`.<name>.<random>.tmp<suffix>`): readers of
+    audio folders skip them, writers remove stale ones (a killed run's) before they start."""
+    name = Path(path).name
+    return name.startswith(".") and ".tmp" in name[1:]
+
+
+def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> int:
+    """Delete `atomic_path` temporaries under `folder` (call only while no other writer uses it). Returns how many.
+
+    Args:
+        folder: an output folder of this project.
+        recursive: also in its sub-folders.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    found = [p for p in (folder.rglob(".*") if recursive else folder.glob(".*")) if p.is_file() and is_temp(p)]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return len(found)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> tp.Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created; it records who holds it) or refuse at once.
+
+    flock works across processes and, on NFSv4 and Lustre, across machines; the lock goes with the process
+    (kill -9 included), so a stale lock file never blocks a rerun.
+
+    Args:
+        path: the lock file.
+        what: what it protects, for the message.
+    Raises:
+        ValueError: another process holds it (named by the pid and host it wrote).
+    """
+    import fcntl
+    import socket
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise ValueError(f"{what} is in use by another run ({holder}): wait for it to finish, or use "
+                             "another name") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class DiskFull(OSError):
+    """A write failed because its file system is full (whatever library reported it, e.g. libsndfile's
+    "System error")."""
+
+
+#: Below this many free bytes, a failed write is taken to be a full disk.
+FULL_DISK_BYTES = 1 << 20
+
+
+def _full_disk(folder: Path, exc: BaseException, target: Path) -> DiskFull | None:
+    import shutil
+
+    if isinstance(exc, DiskFull):
+        return None
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = None
+    else:
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return None
+        if free >= FULL_DISK_BYTES:
+            return None
+    room = "no space left" if not free else f"only {free:,} bytes left"
+    return DiskFull(errno.ENOSPC, f"{room} on the file system of {folder} (writing {target.name}): free some "
+                                  "space (or point the output elsewhere) and rerun: it resumes")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, verify: tp.Callable[[Path], tp.Any] | None = None) -> tp.Iterator[Path]:
     """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds and `verify` passes.
@@ -63,6 +147,12 @@ def atomic_path(path: str | os.PathLike, verify: tp.Callable[[Path], tp.Any] | N
             verify(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600: give the file the mode open() would
         os.replace(tmp_path, path)
+    except Exception as exc:
+        # libraries report a full disk in their own words (libsndfile: "System error"): name it, one way
+        full = _full_disk(path.parent, exc, path)
+        if full is not None:
+            raise full from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -57,14 +57,45 @@ def preexec_die_with_parent(sig: int = signal.SIGTERM) -> tp.Callable[[], None]:
     return _preexec
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds the stack as Ctrl-C does, so `finally` blocks remove temporary files.
+
+    Args:
+        signum: the signal.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+#: What SLURM, `timeout`, `kill` and a closing terminal send: handled like SIGINT by the commands.
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupt_on_termination() -> None:
+    """In the main thread: SIGTERM and SIGHUP raise `Terminated` (a KeyboardInterrupt), as SIGINT raises
+    KeyboardInterrupt, instead of ending the process without running any `finally` block."""
+    for sig in TERMINATION_SIGNALS:
+        signal.signal(sig, _raise_terminated)
+
+
 def pool_initializer(parent_pid: int, inner: tp.Callable[..., tp.Any] | None = None, *args: tp.Any) -> None:
-    """`initializer` for `ProcessPoolExecutor` / `multiprocessing.Pool`: workers die with the parent.
+    """`initializer` for `ProcessPoolExecutor` / `multiprocessing.Pool`: workers die with the parent, and leave
+    SIGTERM/SIGHUP to it: the parent cancels what is queued and waits for the items being written (each one
+    commits atomically), so a termination never leaves a half-written file behind.
 
     Args:
         parent_pid: `os.getpid()` of the process creating the pool.
         inner: another initializer to run afterwards.
         *args: its arguments.
     """
+    for sig in TERMINATION_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL, parent_pid)
     if inner is not None:
         inner(*args)

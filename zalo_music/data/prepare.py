@@ -39,9 +39,12 @@ import soundfile as sf
 from ..fileio import (
     AUDIO_SUFFIXES,
     AudioCheckError,
+    DiskFull,
     atomic_path,
     check_audio,
     check_output_name,
+    is_temp,
+    remove_stale_temps,
     safe_child,
     unicode_problem,
     write_json,
@@ -341,9 +344,15 @@ def process_one(item: Item, out: Outputs, windowing: Windowing) -> dict:
             keep(win)
     except TooShort as exc:
         return {"error": str(exc)}
+    except DiskFull:
+        shutil.rmtree(out.partial, ignore_errors=True)
+        raise  # every later recording would fail the same way: the run stops, named
     except Exception as exc:  # noqa: BLE001 - a decoder error part-way: the recording is refused whole
         shutil.rmtree(out.partial, ignore_errors=True)
         return {"error": f"cannot decode ({type(exc).__name__}: {str(exc)[:120]})"}
+    except BaseException:  # interrupted: nothing half-written stays
+        shutil.rmtree(out.partial, ignore_errors=True)
+        raise
     if not kept:
         shutil.rmtree(out.partial, ignore_errors=True)
         return {"error": "silent (peak below -80 dBFS)"}
@@ -413,6 +422,8 @@ def _work(args: tuple) -> tuple[str, dict]:
     item, out, windowing = args
     try:
         return item.key, process_one(item, out, windowing)
+    except DiskFull:
+        raise
     except Exception as exc:  # noqa: BLE001 - one item's failure is that item's reason, never the run's end
         return item.key, {"error": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
 
@@ -430,7 +441,8 @@ def _pool_map(fn: tp.Callable, jobs: list, workers: int, desc: str, quiet: bool,
         return
     window = workers * 16  # in-flight futures: memory stays bounded whatever the dataset size
     # workers are killed with this process (kill -9 included): none is left blocked on its pipe
-    with ProcessPoolExecutor(workers, initializer=pool_initializer, initargs=(os.getpid(),)) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=pool_initializer, initargs=(os.getpid(),))
+    try:
         pending: list = []
         it = iter(jobs)
         for job in it:
@@ -441,7 +453,10 @@ def _pool_map(fn: tp.Callable, jobs: list, workers: int, desc: str, quiet: bool,
         for fut in pending:
             yield fut.result()
             bar.update()
-    bar.close()
+    finally:
+        # interrupted (Ctrl-C, SIGTERM, a full disk): drop what is queued, let the items being written commit
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
 
 
 def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_rate: int = 32000,
@@ -482,97 +497,110 @@ def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_r
     unknown = set(augmentations) - set(augment.CHOICES)
     if unknown:
         raise ValueError(f"--augment {sorted(unknown)}: choose from {augment.CHOICES}")
-    start = time.time()
-    descriptions, duplicates = read_zalo_json(json_path)
-    audio_dir = Path(audio_dir)
-    if not audio_dir.is_dir():
-        raise FileNotFoundError(f"--audio-dir {audio_dir}: no such folder")
-    data_root = Path(data_dir or env.data_dir())
+    from ..fileio import exclusive_lock
+
     manifest_root = Path(manifest_dir or env.manifest_dir())
-    out_audio = data_root / name / "audio"
-    out_manifests = manifest_root / name
-    out_audio.mkdir(parents=True, exist_ok=True)
-    errors: dict[str, str] = {}
-    for key, n in duplicates.items():
-        errors[key] = f"duplicate key ({n} times in the JSON): which description is right is ambiguous"
-    jobs = []
-    valid_keys = []
-    sources: dict[str, Path] = {}
-    for key, desc in descriptions.items():
-        if key in errors:
-            continue
-        if not isinstance(desc, str):
-            errors[key] = f"description is {type(desc).__name__}, expected a string"
-            continue
-        bad = unicode_problem(desc)
-        if bad:
-            errors[key] = f"description is {bad}: fix the text in the JSON"
-            continue
-        try:
-            sources[key] = safe_child(audio_dir, key)  # resolved: a symlink out of the folder is refused
-        except ValueError as exc:
-            errors[key] = str(exc)
-            continue
-        valid_keys.append(key)
-    outputs, name_notes = output_stems(valid_keys)
-    for key in valid_keys:
-        if outputs[key] is None:
-            errors[key] = name_notes[key]
-            continue
-        try:  # refused up front, before any decoding: names the file system cannot store
-            for suffix in (".flac", ".json"):
-                check_output_name(out_audio, outputs[key] + suffix)
-        except ValueError as exc:
-            errors[key] = str(exc)
-            continue
-        jobs.append((Item(key, descriptions[key], sources[key]), Outputs(out_audio, outputs[key]), windowing))
-    for f in sorted(audio_dir.iterdir()):
-        if f.is_file() and f.name not in descriptions and f.suffix.lower() in AUDIO_SUFFIXES:
-            errors[f.name] = "audio file has no description in the JSON"
-    workers = workers or os.cpu_count() or 1
-    rows: list[dict] = []
-    notes: list[dict] = []
-    resumed, seconds_in = 0, 0.0
-    dropped: dict[str, float] = {}
-    for key, result in _pool_map(_work, jobs, workers, f"prepare {name}", quiet, unit="recording"):
-        if "error" in result:
-            errors[key] = result["error"]
-            continue
-        for row in result["rows"]:
-            row["description"] = descriptions[key]
-            rows.append(row)
-        item_notes = ([name_notes[key]] if key in name_notes else []) + result["notes"]
-        if item_notes:
-            notes.append({"id": key, "note": "; ".join(item_notes)})
-        resumed += result["resumed"]
-        seconds_in += result["seconds"]
-        for reason, secs in result["dropped"].items():
-            dropped[reason] = dropped.get(reason, 0.0) + secs
-    recordings = len({r["recording"] for r in rows})
-    splits = split_rows(rows, valid_fraction, seed)
-    for split, items in splits.items():
-        write_manifest(out_manifests / split, items)
-    augmented = {}
-    for kind in augmentations:
-        if kind != "none":
-            augmented[f"{name}-{kind}{int(3 * clip_seconds)}"] = _augment(
-                splits, kind, name, clip_seconds, data_root, manifest_root, seed, workers, quiet)
-    report = {
-        "name": name, "json": str(json_path), "audio_dir": str(audio_dir), **windowing.fingerprint(),
-        "total": len(descriptions), "prepared": recordings, "segments": len(rows), "resumed": resumed,
-        "skipped": len(errors), "splits": {k: len(v) for k, v in splits.items()},
-        "min_valid": min_valid_clips(len(rows), valid_fraction),
-        "audio_seconds": {"recordings": round(seconds_in, 3), "windows": round(len(rows) * clip_seconds, 3),
-                          "dropped": {k: round(v, 3) for k, v in sorted(dropped.items())}},
-        "manifests": str(out_manifests),
-        "audio": str(out_audio), "augmented": augmented, "seconds": round(time.time() - start, 2),
-        "errors": [{"id": k, "reason": v} for k, v in sorted(errors.items())],
-        "notes": sorted(notes, key=lambda n: n["id"]),
-    }
-    write_json(out_manifests / "report.json", report)
-    if not quiet:
-        print(summary_line(report))
-    return report
+    # one run per dataset at a time: two would do all the work twice and "redo" each other's files
+    with exclusive_lock(manifest_root / name / ".prepare.lock", f"dataset {name!r} ({manifest_root / name})"):
+        start = time.time()
+        descriptions, duplicates = read_zalo_json(json_path)
+        audio_dir = Path(audio_dir)
+        if not audio_dir.is_dir():
+            raise FileNotFoundError(f"--audio-dir {audio_dir}: no such folder")
+        data_root = Path(data_dir or env.data_dir())
+        out_audio = data_root / name / "audio"
+        out_manifests = manifest_root / name
+        out_audio.mkdir(parents=True, exist_ok=True)
+        # what a killed run (kill -9, a node lost) left: temporaries and uncommitted segment folders
+        stale = remove_stale_temps(out_audio) + remove_stale_temps(out_manifests)
+        for folder in [*out_audio.glob("*.segments.partial"), *out_audio.glob("*.segments.old")]:
+            shutil.rmtree(folder, ignore_errors=True)
+            stale += 1
+        errors: dict[str, str] = {}
+        for key, n in duplicates.items():
+            errors[key] = f"duplicate key ({n} times in the JSON): which description is right is ambiguous"
+        jobs = []
+        valid_keys = []
+        sources: dict[str, Path] = {}
+        for key, desc in descriptions.items():
+            if key in errors:
+                continue
+            if not isinstance(desc, str):
+                errors[key] = f"description is {type(desc).__name__}, expected a string"
+                continue
+            bad = unicode_problem(desc)
+            if bad:
+                errors[key] = f"description is {bad}: fix the text in the JSON"
+                continue
+            try:
+                sources[key] = safe_child(audio_dir, key)  # resolved: a symlink out of the folder is refused
+            except ValueError as exc:
+                errors[key] = str(exc)
+                continue
+            valid_keys.append(key)
+        outputs, name_notes = output_stems(valid_keys)
+        for key in valid_keys:
+            if outputs[key] is None:
+                errors[key] = name_notes[key]
+                continue
+            try:  # refused up front, before any decoding: names the file system cannot store
+                for suffix in (".flac", ".json"):
+                    check_output_name(out_audio, outputs[key] + suffix)
+            except ValueError as exc:
+                errors[key] = str(exc)
+                continue
+            jobs.append((Item(key, descriptions[key], sources[key]), Outputs(out_audio, outputs[key]), windowing))
+        for f in sorted(audio_dir.iterdir()):
+            if (f.is_file() and f.name not in descriptions and f.suffix.lower() in AUDIO_SUFFIXES
+                    and not is_temp(f)):
+                errors[f.name] = "audio file has no description in the JSON"
+        workers = workers or os.cpu_count() or 1
+        rows: list[dict] = []
+        notes: list[dict] = []
+        resumed, seconds_in = 0, 0.0
+        dropped: dict[str, float] = {}
+        for key, result in _pool_map(_work, jobs, workers, f"prepare {name}", quiet, unit="recording"):
+            if "error" in result:
+                errors[key] = result["error"]
+                continue
+            for row in result["rows"]:
+                row["description"] = descriptions[key]
+                rows.append(row)
+            item_notes = ([name_notes[key]] if key in name_notes else []) + result["notes"]
+            if item_notes:
+                notes.append({"id": key, "note": "; ".join(item_notes)})
+            resumed += result["resumed"]
+            seconds_in += result["seconds"]
+            for reason, secs in result["dropped"].items():
+                dropped[reason] = dropped.get(reason, 0.0) + secs
+        recordings = len({r["recording"] for r in rows})
+        splits = split_rows(rows, valid_fraction, seed)
+        for split, items in splits.items():
+            write_manifest(out_manifests / split, items)
+        augmented = {}
+        for kind in augmentations:
+            if kind != "none":
+                augmented[f"{name}-{kind}{int(3 * clip_seconds)}"] = _augment(
+                    splits, kind, name, clip_seconds, data_root, manifest_root, seed, workers, quiet)
+        report = {
+            "name": name, "json": str(json_path), "audio_dir": str(audio_dir), **windowing.fingerprint(),
+            "total": len(descriptions), "prepared": recordings, "segments": len(rows), "resumed": resumed,
+            "skipped": len(errors), "splits": {k: len(v) for k, v in splits.items()},
+            "min_valid": min_valid_clips(len(rows), valid_fraction),
+            "audio_seconds": {"recordings": round(seconds_in, 3), "windows": round(len(rows) * clip_seconds, 3),
+                              "dropped": {k: round(v, 3) for k, v in sorted(dropped.items())}},
+            "manifests": str(out_manifests),
+            "audio": str(out_audio), "augmented": augmented, "seconds": round(time.time() - start, 2),
+            "stale_temps_removed": stale,
+            "errors": [{"id": k, "reason": v} for k, v in sorted(errors.items())],
+            "notes": sorted(notes, key=lambda n: n["id"]),
+        }
+        write_json(out_manifests / "report.json", report)
+        if not quiet:
+            if stale:
+                print(f"  removed {stale} temporary files or folders an interrupted run had left")
+            print(summary_line(report))
+        return report
 
 
 def summary_line(report: dict) -> str:

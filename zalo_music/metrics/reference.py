@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import AUDIO_SUFFIXES
+from ..fileio import AUDIO_SUFFIXES, is_temp
 from .fad import GaussianStats
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def reference_files(path: str | os.PathLike, limit: int | None = None) -> tuple[
             raise ValueError(f"FAD reference manifest {exc}") from exc
         names = [str(p) for p in files]
     elif root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        files = sorted(p for p in root.rglob("*")
+                       if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and not is_temp(p))
         names = [str(p.relative_to(root)) for p in files]
     else:
         raise FileNotFoundError(f"FAD reference {root}: not a manifest (data.jsonl[.gz]) or a folder of audio")

@@ -49,7 +49,7 @@ def score_folder(audio_dir: str | os.PathLike, json_path: str | os.PathLike,
         MetricUnavailableError: CLAP checkpoint missing (the message names the file).
     """
     from zalo_music.data.zalo_json import read_descriptions
-    from zalo_music.fileio import AUDIO_SUFFIXES, safe_child, write_json
+    from zalo_music.fileio import AUDIO_SUFFIXES, is_temp, safe_child, write_json
 
     from .clap import get_embedder
     from .reference import reference_stats
@@ -76,7 +76,7 @@ def score_folder(audio_dir: str | os.PathLike, json_path: str | os.PathLike,
     out_path = Path(out).resolve() if out is not None else None
     extra = sorted(p.name for p in Path(audio_dir).iterdir()
                    if p.is_file() and p.name not in descriptions and p.suffix.lower() in AUDIO_SUFFIXES
-                   and p.resolve() != out_path)
+                   and p.resolve() != out_path and not is_temp(p))
     if not keys:
         raise ValueError(f"no clip of {json_path} found in {audio_dir} ({len(missing)} missing, "
                          f"{len(extra)} files not named by the JSON)")
