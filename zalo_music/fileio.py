@@ -43,11 +43,16 @@ def temp_name(name: str) -> str:
     return f".{name}." + "x" * _TEMP_RANDOM_CHARS + ".tmp" + Path(name).suffix
 
 
+#: Suffix of a folder being filled before it is renamed into place (`prepare`'s segment folders).
+PARTIAL_SUFFIX = ".partial"
+
+
 def is_temp(path: str | os.PathLike) -> bool:
-    """Whether `path` is one of `atomic_path`'s temporary files (`.<name>.<random>.tmp<suffix>`): readers of
-    audio folders skip them, writers remove stale ones (a killed run's) before they start."""
-    name = Path(path).name
-    return name.startswith(".") and ".tmp" in name[1:]
+    """Whether `path` is one of `atomic_path`'s temporary files (`.<name>.<random>.tmp<suffix>`) or lies in an
+    uncommitted folder (`*.partial`): readers of audio folders skip them, writers remove stale ones (a killed
+    run's) before they start."""
+    path = Path(path)
+    return (path.name.startswith(".") and ".tmp" in path.name[1:]) or path.parent.name.endswith(PARTIAL_SUFFIX)
 
 
 def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> int:

@@ -38,6 +38,7 @@ import soundfile as sf
 
 from ..fileio import (
     AUDIO_SUFFIXES,
+    PARTIAL_SUFFIX,
     AudioCheckError,
     DiskFull,
     atomic_path,
@@ -212,7 +213,7 @@ class Outputs:
 
     @property
     def partial(self) -> Path:
-        return self.audio_dir / f"{self.stem}.segments.partial"
+        return self.audio_dir / f"{self.stem}.segments{PARTIAL_SUFFIX}"
 
 
 def _recipe(item: Item, windowing: Windowing) -> dict:
@@ -388,7 +389,7 @@ def process_one(item: Item, out: Outputs, windowing: Windowing) -> dict:
                        _window_sidecar(item, f"{Path(item.key).stem}-{w['file']}", windowing, w["offset"], notes))
         write_json(out.partial / INDEX, {**record, "windows": [{"file": w["file"], "offset": w["offset"]}
                                                                for w in written]})
-        old = out.audio_dir / f"{out.stem}.segments.old"
+        old = out.audio_dir / f"{out.stem}.segments.replaced.partial"
         shutil.rmtree(old, ignore_errors=True)
         if out.segments.exists():
             out.segments.rename(old)
@@ -513,7 +514,7 @@ def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_r
         out_audio.mkdir(parents=True, exist_ok=True)
         # what a killed run (kill -9, a node lost) left: temporaries and uncommitted segment folders
         stale = remove_stale_temps(out_audio) + remove_stale_temps(out_manifests)
-        for folder in [*out_audio.glob("*.segments.partial"), *out_audio.glob("*.segments.old")]:
+        for folder in out_audio.glob(f"*.segments*{PARTIAL_SUFFIX}"):
             shutil.rmtree(folder, ignore_errors=True)
             stale += 1
         errors: dict[str, str] = {}
