@@ -154,3 +154,17 @@ def test_full_disk_stops_prepare_with_one_line_and_rerun_after_freeing_space(rec
         assert _outputs(tmp_path) == reference_run
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_hostile_ids_cannot_forge_terminal_lines(tmp_path):
+    """An id with an ESC sequence and a newline (its file missing) is printed escaped, on one line."""
+    (tmp_path / "audio").mkdir()
+    evil = "x\x1b[2J\x1b[31mOK\nprepared 999 of 999 clips.wav"
+    (tmp_path / "t.json").write_text(json.dumps({evil: "a description"}))
+    proc = subprocess.run([sys.executable, "-m", "zalo_music.cli", "prepare", "--json", str(tmp_path / "t.json"),
+                           "--audio-dir", str(tmp_path / "audio"), "--name", "evil", "--workers", "1"],
+                          cwd=PROJECT, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "\x1b" not in proc.stdout + proc.stderr
+    assert not any(ln.startswith("prepared 999") for ln in proc.stdout.splitlines())
+    assert "  skipped 'x\\x1b[2J\\x1b[31mOK\\nprepared 999 of 999 clips.wav': audio file not found" in proc.stdout

@@ -58,6 +58,11 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _printable(text: str) -> str:
+    """`text` with control characters escaped as repr() escapes them (the rest, accents included, kept)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from .data.prepare import prepare
 
@@ -67,7 +72,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
                      valid_fraction=args.valid_fraction, seed=args.seed,
                      augmentations=augment, workers=args.workers)
     for err in report["errors"][:10]:
-        print(f"  skipped {err['id']}: {err['reason']}")
+        # repr: an id or reason from the JSON may carry ESC sequences or newlines that would forge terminal lines
+        print(f"  skipped {err['id']!r}: {_printable(err['reason'])}")
     if len(report["errors"]) > 10:
         print(f"  ... {len(report['errors']) - 10} more in {report['manifests']}/report.json")
     return 0 if report["prepared"] else 1
@@ -165,7 +171,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     report = validate(args.zip, args.json, duration=args.duration, sample_rate=args.sample_rate,
                       channels=args.channels or None)
     for name, problems in sorted(report.problems.items())[:50]:
-        print(f"  {name}: {'; '.join(problems)}")
+        print(f"  {name!r}: {_printable('; '.join(problems))}")  # entry names come from a hostile ZIP
     if len(report.problems) > 50:
         print(f"  ... and {len(report.problems) - 50} more entries with problems")
     print(f"validate-submission {args.zip}: {report.checked} files checked, "
