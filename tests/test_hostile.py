@@ -234,6 +234,12 @@ def test_generate_one_failing_batch_does_not_stop_the_others(tmp_path):
     summary = generate("fake", js, tmp_path / "o", GEN, model=CountingFake(fail_on=f"{DESC} 2"), quiet=True)
     assert set(summary["failed"]) == {"002.mp3", "003.mp3"} and summary["written"] == 4
     assert "simulated CUDA error" in summary["refused"]["002.mp3"]
+    listed = json.loads((tmp_path / "o" / "failures.json").read_text())  # every id in full, beside the clips
+    assert summary["failures_file"] == str(tmp_path / "o" / "failures.json")
+    assert set(listed["failed"]) == {"002.mp3", "003.mp3"} and listed["refused"] == {}
+    again = generate("fake", js, tmp_path / "o", GEN, model=CountingFake(), quiet=True)  # the rerun retries them
+    assert again["written"] == 2 and again["failures_file"] is None
+    assert not (tmp_path / "o" / "failures.json").exists()
 
 
 def test_concurrent_run_waits_for_a_batch_another_run_holds(tmp_path):
@@ -241,13 +247,15 @@ def test_concurrent_run_waits_for_a_batch_another_run_holds(tmp_path):
     js = _gen_json(tmp_path, 4)
     out = tmp_path / "o"
     out.mkdir()
-    from zalo_music.generate import _BatchLocks, batch_seed
+    from zalo_music.generate import batch_seed
 
-    locks = _BatchLocks(out)
     offset = batch_seed(0, ["000.mp3", "001.mp3"]) % (2**40)
+    # the holder is another machine sharing --out: its own temp folder (the lock must live in --out)
     code = f"""
 import fcntl, os, sys, time
-fd = os.open({str(locks.path)!r}, os.O_RDWR | os.O_CREAT)
+from pathlib import Path
+from zalo_music.generate import _BatchLocks
+fd = os.open(_BatchLocks(Path({str(out)!r})).path, os.O_RDWR | os.O_CREAT)
 fcntl.lockf(fd, fcntl.LOCK_EX, 1, {offset})
 print("locked", flush=True)
 time.sleep(1.5)
@@ -257,7 +265,10 @@ for name in ("000.mp3", "001.mp3"):
     two = tmp_path / "two"
     two.mkdir()
     generate("fake", _gen_json(two, 2), tmp_path / "pre", GEN, model=CountingFake(), quiet=True)  # its clips
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    other_tmp = tmp_path / "other_tmp"
+    other_tmp.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=PROJECT,
+                              env=dict(os.environ, TMPDIR=str(other_tmp)))
     assert holder.stdout.readline().strip() == "locked"
     fake = CountingFake()
     summary = generate("fake", js, out, GEN, model=fake, quiet=True)

@@ -143,16 +143,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         refused = summary["refused"]
         failed = set(summary.get("failed", ()))
         if failed:  # a generation or write failure: a rerun may help (it resumes), a refusal cannot
-            print(f"no ZIP written: {len(failed)} clips failed (see above); rerun the same command to retry "
-                  "them (finished clips are kept)")
+            print(f"no ZIP written: {len(failed)} clips failed (listed in {summary['failures_file']}); rerun the "
+                  "same command to retry them (finished clips are kept)")
             return 1
         if refused and not args.zip_partial:
             print(f"no ZIP written: {len(refused)} ids were refused (their input cannot be generated; a rerun "
                   "will not change that):")
             for k, why in sorted(refused.items())[:10]:
-                print(f"  {k!r}: {why}")
-            print("fix these ids in the JSON, or pass --zip-partial PATH instead of --zip to write a ZIP "
-                  "without them (the submission then lacks those ids)")
+                print(f"  {k!r}: {why!r}")
+            print(f"(all of them in {summary['failures_file']}) fix these ids in the JSON, or pass --zip-partial "
+                  "PATH instead of --zip to write a ZIP without them (the submission then lacks those ids)")
             return 1
         path = write_zip(args.out, args.json, zip_path, skip=refused)
         report = validate(path, args.json, duration=args.duration, sample_rate=args.sample_rate)

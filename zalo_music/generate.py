@@ -39,7 +39,7 @@ import soundfile as sf
 import torch
 
 from .data.zalo_json import MAX_DESCRIPTION_CHARS, check_test_item, read_zalo_json
-from .fileio import AudioCheckError, atomic_path, check_audio
+from .fileio import AudioCheckError, atomic_path, check_audio, write_json
 
 # MAX_DESCRIPTION_CHARS (data/zalo_json.py): a first, model-free bound on the work per description;
 # `text_truncator` then cuts to the encoder's tokens.
@@ -608,18 +608,22 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     if report is not None:
         summary["rerank"] = report.get("summary", {})
         summary["report"] = str(out / rr.REPORT_NAME)
+    summary["failures_file"] = _write_failures(out, shard_spec, {k: v for k, v in errors.items() if k not in failed},
+                                               failed)
     if not quiet:
         print(f"generated {written} clips ({summary['skipped_existing']} already there, {by_other} by another "
-              f"run, {len(errors)} refused or failed) in {seconds:.1f}s -> {out}")
+              f"run, {len(errors) - len(failed)} refused, {len(failed)} failed) in {seconds:.1f}s -> {out}")
         if stale:
             print(f"  removed {stale} temporary files an interrupted run had left")
         if invalid:
             print(f"  {len(invalid)} existing files were not finished clips and were regenerated "
                   f"(first: {invalid[:3]})")
-        for k, why in list(errors.items())[:10]:
-            print(f"  refused {k!r}: {why}")
-        if len(errors) > 10:
-            print(f"  ... and {len(errors) - 10} more")
+        shown = sorted(errors.items(), key=lambda kv: (kv[0] not in failed, kv[0]))[:10]  # failures first
+        for k, why in shown:
+            print(f"  {'failed' if k in failed else 'refused'} {k!r}: {why!r}")
+        if errors:
+            more = f"the other {len(errors) - len(shown)} and " if len(errors) > len(shown) else ""
+            print(f"  {more}all of them in full: {summary['failures_file']}")
         if report is not None and report.get("summary", {}).get("n"):
             r = report["summary"]
             print(f"best-of-{gen.candidates}: {r['n']} clips chosen by CLAP, mean CLAP {r['mean_clap_chosen']:.4f} "
@@ -628,20 +632,40 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     return summary
 
 
+def _write_failures(out: Path, shard_spec: str | None, refused: dict[str, str], failed: dict[str, str]) -> str | None:
+    """Write every refused and failed id with its reason to `<out>/failures.json` (one file per shard); remove a
+    previous run's file when nothing failed. Returns its path, or None.
+
+    Args:
+        out: the output folder.
+        shard_spec: `i/n` when this run is one shard.
+        refused: ids whose input cannot be generated, with the reason.
+        failed: ids whose generation or write failed (a rerun retries them), with the reason.
+    """
+    suffix = f".shard{shard_spec.replace('/', 'of')}" if shard_spec else ""
+    path = out / f"failures{suffix}.json"
+    if not refused and not failed:
+        path.unlink(missing_ok=True)
+        return None
+    write_json(path, {"refused": dict(sorted(refused.items())), "failed": dict(sorted(failed.items()))})
+    return str(path)
+
+
 class _BatchLocks:
     """Per-batch advisory locks shared by every `generate` writing into one folder.
 
-    One lock file per output folder (in the temp folder, so `--out` holds only clips), one byte-range lock
-    (fcntl) per batch at an offset derived from the batch's ids: two runs on the same `--out` (with or without
-    the same shards) never generate the same batch at once, and a lock held by a killed run is released by the
-    kernel.
+    One lock file inside the output folder (`.generate.lock`: shards on different machines sharing a network
+    `--out` see the same file, where a file in each machine's temp folder would lock nothing), one POSIX
+    byte-range lock (fcntl, which NFS and Lustre carry across clients) per batch at an offset derived from the
+    batch's ids: two runs on the same `--out` (with or without the same shards) never generate the same batch
+    at once, and a lock held by a killed run is released by the kernel.
     """
 
-    def __init__(self, out: Path) -> None:
-        import tempfile
+    #: The lock file's name in `--out` (a dot file: no audio reader or ZIP ever lists it).
+    NAME = ".generate.lock"
 
-        digest = hashlib.sha256(str(out.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        self.path = Path(tempfile.gettempdir()) / f"zalo-generate-{digest}.lock"
+    def __init__(self, out: Path) -> None:
+        self.path = out / self.NAME
         self.fd = -1
 
     def __enter__(self) -> _BatchLocks:
