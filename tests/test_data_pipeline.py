@@ -57,7 +57,7 @@ def test_mixed_folder_good_prepared_bad_reported(mixed):
     expected_bad = {"short.mp3": "too short", "truncated.mp3": "too short", "corrupt.mp3": "cannot decode",
                     "empty.mp3": "empty file", "silent.mp3": "silent", "missing.mp3": "not found",
                     "../escape.mp3": "unsafe", mixed["keys"][4]: "empty description",
-                    mixed["keys"][5]: "expected a string", "dup.mp3": "duplicate key",
+                    mixed["keys"][5]: "description is a number ('42')", "dup.mp3": "duplicate key",
                     "orphan.mp3": "no description"}
     assert set(reasons) == set(expected_bad)
     for key, word in expected_bad.items():

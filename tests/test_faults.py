@@ -168,3 +168,27 @@ def test_hostile_ids_cannot_forge_terminal_lines(tmp_path):
     assert "\x1b" not in proc.stdout + proc.stderr
     assert not any(ln.startswith("prepared 999") for ln in proc.stdout.splitlines())
     assert "  skipped 'x\\x1b[2J\\x1b[31mOK\\nprepared 999 of 999 clips.wav': audio file not found" in proc.stdout
+
+
+def test_reasons_say_what_the_value_is(tmp_path):
+    """A number, control/formatting characters only, and a FIFO named like a clip: each reason says what it is."""
+    from zalo_music.data.zalo_json import check_test_item
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for name in ("num.wav", "ctl.wav", "rtl.wav", "ok.wav"):
+        sf.write(str(audio / name), np.random.default_rng(0).standard_normal(SR_IN * 10) * 0.1, SR_IN)
+    os.mkfifo(audio / "pipe.wav")
+    (tmp_path / "t.json").write_text(json.dumps({"num.wav": 42, "ctl.wav": "\x07\x1b\t", "rtl.wav": "\u202e\u202c",
+                                                 "ok.wav": "a calm piano piece", "pipe.wav": "a pipe"}))
+    report = prepare(tmp_path / "t.json", audio, "why", data_dir=tmp_path / "d", manifest_dir=tmp_path / "m",
+                     workers=1, quiet=True)
+    reasons = {e["id"]: e["reason"] for e in report["errors"]}
+    assert reasons["num.wav"].startswith("description is a number ('42')")
+    assert "no visible text" in reasons["ctl.wav"] and "no visible text" in reasons["rtl.wav"]
+    assert reasons["pipe.wav"] == "not a regular file: pipe.wav is a FIFO (named pipe)"
+    assert report["prepared"] == 1
+    with pytest.raises(ValueError, match="description is a number"):
+        check_test_item(tmp_path, "a.mp3", 7)
+    with pytest.raises(ValueError, match="no visible text"):
+        check_test_item(tmp_path, "a.mp3", "\u202e")

@@ -47,7 +47,6 @@ from ..fileio import (
     is_temp,
     remove_stale_temps,
     safe_child,
-    unicode_problem,
     write_json,
 )
 from ..procutil import pool_initializer
@@ -55,7 +54,7 @@ from . import augment
 from .manifest import write_manifest
 from .segment import SILENCE_PEAK, Segmenter, TooShort, Window, Windowing, open_stream
 from .vocab import parse_description
-from .zalo_json import load_descriptions, read_zalo_json
+from .zalo_json import description_problem, load_descriptions, read_zalo_json
 
 __all__ = ["prepare", "load_descriptions", "split_of", "normalize_description", "sidecar", "process_one"]
 
@@ -298,6 +297,13 @@ def process_one(item: Item, out: Outputs, windowing: Windowing) -> dict:
     redo = out.flac.exists() or out.segments.exists()
     if not item.source.exists():
         return {"error": f"audio file not found: {item.source}"}
+    if not item.source.is_file():  # a FIFO would block the decoder, a folder or device is no recording
+        import stat
+
+        mode = item.source.stat().st_mode
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a device")
+        return {"error": f"not a regular file: {item.source.name} is {kind}"}
     if item.source.stat().st_size == 0:
         return {"error": "empty file (0 bytes)"}
     try:
@@ -526,12 +532,9 @@ def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_r
         for key, desc in descriptions.items():
             if key in errors:
                 continue
-            if not isinstance(desc, str):
-                errors[key] = f"description is {type(desc).__name__}, expected a string"
-                continue
-            bad = unicode_problem(desc)
-            if bad:
-                errors[key] = f"description is {bad}: fix the text in the JSON"
+            problem = description_problem(desc)
+            if problem and problem != "empty description":  # empty ones are reported per item, as before
+                errors[key] = problem
                 continue
             try:
                 sources[key] = safe_child(audio_dir, key)  # resolved: a symlink out of the folder is refused

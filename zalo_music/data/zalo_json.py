@@ -89,6 +89,30 @@ def read_descriptions(json_path: str | Path) -> dict[str, str]:
     return data
 
 
+def description_problem(text: tp.Any) -> str | None:
+    """Why `text` is not a usable description (what it is instead), or None: the one check of descriptions.
+
+    Args:
+        text: a JSON value.
+    """
+    import unicodedata
+
+    if not isinstance(text, str):
+        kind = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object",
+                type(None): "null"}.get(type(text), type(text).__name__)
+        return f"description is {kind} ({str(text)[:40]!r}), expected a text"
+    if not text.strip():
+        return "empty description"
+    bad = unicode_problem(text)
+    if bad:
+        return f"description is {bad}: fix the text in the JSON"
+    # letters, numbers, punctuation or symbols: control and formatting marks alone (U+202E...) say nothing
+    if not any(unicodedata.category(c)[0] in "LNPS" for c in text):
+        return (f"description has no visible text (only control, formatting or space characters: "
+                f"{text[:20]!r}); write the description in the JSON")
+    return None
+
+
 def check_test_item(out_dir: str | Path, key: tp.Any, text: tp.Any) -> Path:
     """The output file of one item of a test JSON, or a ValueError saying why the item cannot be generated.
 
@@ -105,9 +129,7 @@ def check_test_item(out_dir: str | Path, key: tp.Any, text: tp.Any) -> Path:
     target = check_output_name(out_dir, key)  # refuses `..`, folders and names no file system can store
     if not key.lower().endswith(".mp3"):
         raise ValueError("id must end in .mp3 (the file is named by the id verbatim)")
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("missing or empty description")
-    bad = unicode_problem(text)
-    if bad:
-        raise ValueError(f"description is {bad}: fix the text in the JSON")
+    problem = description_problem(text)
+    if problem:
+        raise ValueError(problem)
     return target
