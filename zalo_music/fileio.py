@@ -72,8 +72,8 @@ def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> int
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, what: str) -> tp.Iterator[None]:
-    """Hold an exclusive `flock` on `path` (created; it records who holds it) or refuse at once.
+def exclusive_lock(path: str | os.PathLike, what: str, wait: bool = False) -> tp.Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created; it records who holds it), or refuse at once (or wait).
 
     flock works across processes and, on NFSv4 and Lustre, across machines; the lock goes with the process
     (kill -9 included), so a stale lock file never blocks a rerun.
@@ -81,8 +81,9 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> tp.Iterator[None]:
     Args:
         path: the lock file.
         what: what it protects, for the message.
+        wait: block until the holder is done instead of refusing.
     Raises:
-        ValueError: another process holds it (named by the pid and host it wrote).
+        ValueError: another process holds it (named by the pid and host it wrote), when not waiting.
     """
     import fcntl
     import socket
@@ -91,10 +92,18 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> tp.Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     try:
+        holder = ""
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            if wait:
+                import logging
+
+                logging.getLogger(__name__).info("%s is in use by %s: waiting for it", what, holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                holder = ""
+        if holder:
             raise ValueError(f"{what} is in use by another run ({holder}): wait for it to finish, or use "
                              "another name") from None
         os.ftruncate(fd, 0)

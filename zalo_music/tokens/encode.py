@@ -16,7 +16,7 @@ import torch
 
 from .. import env
 from ..data.manifest import read_manifest
-from ..fileio import write_json
+from ..fileio import exclusive_lock, remove_stale_temps, write_json
 from . import store
 from .key import cache_key, folder_name
 
@@ -144,44 +144,48 @@ def tokenize(overrides: tp.Sequence[str], dataset: str | None = None, out: str |
     model = load_codec(cfg, device)
     key = cache_key(str(cfg.compression_model_checkpoint), int(cfg.seed), model, encoded_unit(cfg))
     folder = cache_root(cfg, out) / dataset_name(cfg) / folder_name(key)
-    meta_path = folder / "meta.json"
-    if meta_path.is_file():
-        from .key import check_key
+    # one writer per cache (grid XPs may tokenize the same dataset at once: the second waits, then finds it
+    # done); what a killed run left is removed first
+    with exclusive_lock(folder / ".tokenize.lock", f"token cache {folder}", wait=True):
+        remove_stale_temps(folder)
+        meta_path = folder / "meta.json"
+        if meta_path.is_file():
+            from .key import check_key
 
-        check_key(key, store.read_meta(folder)["key"], str(folder), f"remove {folder} and tokenize again")
-    meta = {"key": key, "dataset": dataset_name(cfg), "overrides": argv, "splits": {}}
-    write_json(meta_path, meta)
-    summary: dict = {"cache": str(folder), "key": key, "splits": {}}
-    for split in SPLITS:
-        rows = store.as_rows(read_manifest(split_manifest(cfg, split)))
-        split_dir = folder / split
-        split_dir.mkdir(parents=True, exist_ok=True)
-        done_rows = store.read_index(split_dir)
-        paths = [r["path"] for r in rows]
-        if done_rows is not None and [r["path"] for r in done_rows] == paths:
-            problems = store.split_problems(split_dir, done_rows)
-            if not problems:
-                summary["splits"][split] = {"clips": len(rows), "encoded": 0, "cached": len(rows)}
-                continue
-            # A finished split whose shard was damaged since: the shard loop below re-encodes only that shard.
-            logger.warning("token cache %s: %s; re-checking every shard", split_dir, "; ".join(problems))
-        n_shards = (len(rows) + shard_size - 1) // shard_size
-        encoded = cached = 0
-        with tqdm(total=len(rows), desc=f"tokenize {dataset_name(cfg)}/{split}", unit="clip",
-                  disable=quiet) as bar:
-            for i in range(n_shards):
-                chunk = rows[i * shard_size:(i + 1) * shard_size]
-                if store.shard_done(split_dir, i, [r["path"] for r in chunk]):
-                    cached += len(chunk)
-                    bar.update(len(chunk))
+            check_key(key, store.read_meta(folder)["key"], str(folder), f"remove {folder} and tokenize again")
+        meta = {"key": key, "dataset": dataset_name(cfg), "overrides": argv, "splits": {}}
+        write_json(meta_path, meta)
+        summary: dict = {"cache": str(folder), "key": key, "splits": {}}
+        for split in SPLITS:
+            rows = store.as_rows(read_manifest(split_manifest(cfg, split)))
+            split_dir = folder / split
+            split_dir.mkdir(parents=True, exist_ok=True)
+            done_rows = store.read_index(split_dir)
+            paths = [r["path"] for r in rows]
+            if done_rows is not None and [r["path"] for r in done_rows] == paths:
+                problems = store.split_problems(split_dir, done_rows)
+                if not problems:
+                    summary["splits"][split] = {"clips": len(rows), "encoded": 0, "cached": len(rows)}
                     continue
-                codes = _encode_rows(model, chunk, cfg, batch_size, device, bar)
-                store.write_shard(split_dir, i, codes, [{**r, "frames": int(c.shape[-1])}
-                                                        for r, c in zip(chunk, codes, strict=True)])
-                encoded += len(chunk)
-        store.write_index(split_dir, n_shards)
-        summary["splits"][split] = {"clips": len(rows), "encoded": encoded, "cached": cached}
-    meta["splits"] = {s: v["clips"] for s, v in summary["splits"].items()}
-    write_json(meta_path, meta)
+                # A finished split whose shard was damaged since: the shard loop below re-encodes only that shard.
+                logger.warning("token cache %s: %s; re-checking every shard", split_dir, "; ".join(problems))
+            n_shards = (len(rows) + shard_size - 1) // shard_size
+            encoded = cached = 0
+            with tqdm(total=len(rows), desc=f"tokenize {dataset_name(cfg)}/{split}", unit="clip",
+                      disable=quiet) as bar:
+                for i in range(n_shards):
+                    chunk = rows[i * shard_size:(i + 1) * shard_size]
+                    if store.shard_done(split_dir, i, [r["path"] for r in chunk]):
+                        cached += len(chunk)
+                        bar.update(len(chunk))
+                        continue
+                    codes = _encode_rows(model, chunk, cfg, batch_size, device, bar)
+                    store.write_shard(split_dir, i, codes, [{**r, "frames": int(c.shape[-1])}
+                                                            for r, c in zip(chunk, codes, strict=True)])
+                    encoded += len(chunk)
+            store.write_index(split_dir, n_shards)
+            summary["splits"][split] = {"clips": len(rows), "encoded": encoded, "cached": cached}
+        meta["splits"] = {s: v["clips"] for s, v in summary["splits"].items()}
+        write_json(meta_path, meta)
     summary["seconds"] = round(time.time() - t0, 2)
     return summary
