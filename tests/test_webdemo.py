@@ -94,7 +94,9 @@ def test_cli_defaults_bind_loopback_and_document_every_option():
                                                                                MAX_DESCRIPTION_CHARS)
     assert args.func is webdemo._cmd_demo
     assert parser.parse_args(["demo", "--model", "a", "--model", "b"]).model == ["a", "b"]
-    assert d.formatter_class is argparse.ArgumentDefaultsHelpFormatter
+    from zalo_music.helpfmt import HelpFormatter
+
+    assert d.formatter_class is HelpFormatter  # honest defaults, as every command
     assert all(a.help for a in d._actions)
     assert webdemo.is_loopback("127.0.0.1") and webdemo.is_loopback("localhost") and webdemo.is_loopback("::1")
     assert not webdemo.is_loopback("0.0.0.0") and not webdemo.is_loopback("example.org")

@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("ZALO_MUSIC_DEBUG") == "1"
+    previous = os.environ.get("ZALO_MUSIC_DEBUG")
     if debug:  # also for the processes this one starts (dora, workers): tracebacks and every upstream warning
         os.environ["ZALO_MUSIC_DEBUG"] = "1"
     # After parsing, so `--help` and usage errors stay instant: the environment probe may take 2 s.
@@ -414,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"zalo-music {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         return 2
+    finally:  # an in-process caller (a notebook, the tests) keeps its own environment
+        if previous is None:
+            os.environ.pop("ZALO_MUSIC_DEBUG", None)
+        else:
+            os.environ["ZALO_MUSIC_DEBUG"] = previous
 
 
 if __name__ == "__main__":
