@@ -81,6 +81,7 @@ def test_xps_live_under_the_configured_folder(main):
     assert xp.folder.parent.name == "xps"
 
 
+@pytest.mark.slow  # two fresh interpreters composing the config: keeps `make test-fast` under 3 minutes
 @pytest.mark.parametrize("extra_env", [{"USER": None}, {"AUDIOCRAFT_CLUSTER": "aws"}],
                          ids=["no-USER", "aws-cluster"])
 def test_composes_without_user_and_on_aws(main, extra_env):

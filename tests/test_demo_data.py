@@ -6,6 +6,7 @@ import json
 
 import librosa
 import numpy as np
+import pytest
 import soundfile as sf
 
 from zalo_music.data.demo import build_demo, load_specs, make_specs, render
@@ -40,6 +41,7 @@ def test_rerun_only_fills_missing(tmp_path, capsys):
     assert "1 rendered, 2 already there" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # keeps `make test-fast` under 3 minutes; `make test` runs it
 def test_text_and_audio_correlate(demo_source):
     """Words drive the rendering: drums in the text <=> percussive energy; tempo words <=> bpm."""
     specs = load_specs(demo_source.parent)

@@ -386,6 +386,7 @@ def test_zip_bomb_is_validated_in_bounded_memory(tmp_path):
     assert rss < 300  # the bound asked for is 600 MB; reading the entry whole would cost > 400 MB
 
 
+@pytest.mark.slow  # keeps `make test-fast` under 3 minutes; `make test` runs it
 @pytest.mark.parametrize("channels", [1, None])
 def test_crafted_header_entry_is_validated_in_bounded_memory(tmp_path, channels):
     """A 12-s Ogg Vorbis entry with 255 channels at 96 kHz (~40 KB in the ZIP, 1.2 GB as float32) is judged on its
@@ -411,6 +412,7 @@ def test_crafted_header_entry_is_validated_in_bounded_memory(tmp_path, channels)
     assert rss < 300  # decoding the expected window whole took 2.4 GB
 
 
+@pytest.mark.slow  # keeps `make test-fast` under 3 minutes; `make test` runs it
 def test_three_hour_recording_is_prepared_whole_in_bounded_memory(tmp_path):
     audio = tmp_path / "a"
     audio.mkdir()

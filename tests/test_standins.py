@@ -62,6 +62,7 @@ def test_depth_cuts_layers_and_nothing_else(config, layer_keys):
     assert config(99).to_dict() == full  # never deeper than the real model
 
 
+@pytest.mark.slow  # keeps `make test-fast` under 3 minutes; `make test` runs it
 def test_encodec_stand_in_is_deterministic_and_uses_many_codes(tmp_path):
     from safetensors.torch import load_file
 
