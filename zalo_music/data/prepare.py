@@ -153,33 +153,6 @@ def sidecar(key: str, description: str, sample_rate: int, duration: float) -> di
     }
 
 
-def decode(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int, float | None]:
-    """Decode the start of an audio file to float32 (channels, samples): soundfile first, PyAV otherwise.
-
-    Args:
-        path: the file.
-        max_seconds: decode at most this much from the start (None: all).
-    Returns:
-        (audio, sample rate, the file's total length in seconds when its header tells it, else None).
-    """
-    try:
-        with sf.SoundFile(str(path)) as f:
-            sr = f.samplerate
-            n = -1 if max_seconds is None else int(math.ceil(max_seconds * sr))
-            wav = f.read(n, dtype="float32", always_2d=True)
-            return wav.T, sr, (f.frames / sr if f.frames > 0 else None)
-    except Exception:  # noqa: BLE001 - fall back to FFmpeg through PyAV for anything libsndfile refuses
-        from audiocraft.data.audio import audio_info, audio_read
-
-        # audio_read streams PyAV frames and stops once `duration` is decoded
-        wav_t, sr = audio_read(path, duration=-1 if max_seconds is None else max_seconds)
-        try:
-            total = float(audio_info(path).duration) or None
-        except Exception:  # noqa: BLE001 - the length is only informative
-            total = None
-        return wav_t.numpy(), sr, total
-
-
 def _read_sidecar(side: Path) -> dict | None:
     import json
 
@@ -360,8 +333,7 @@ def process_one(item: Item, out: Outputs, windowing: Windowing) -> dict:
     except BaseException:  # interrupted: nothing half-written stays
         shutil.rmtree(out.partial, ignore_errors=True)
         raise
-    if not kept:
-        shutil.rmtree(out.partial, ignore_errors=True)
+    if not kept:  # (no folder was started: that takes two windows)
         return {"error": "silent (peak below -80 dBFS)"}
     sr = windowing.sample_rate
     if rescaled:
@@ -377,7 +349,7 @@ def process_one(item: Item, out: Outputs, windowing: Windowing) -> dict:
         dropped["silent windows"] = silent / sr
     if len(kept) > 1:
         notes.append(f"{seg.total / sr:.2f}s cut into {len(kept)} windows of {windowing.clip_seconds:g}s "
-                     f"(hop {(windowing.hop_seconds or windowing.clip_seconds):g}s, --tail {windowing.tail})")
+                     f"(hop {windowing.hop / sr:g}s, --tail {windowing.tail})")
     if dropped:
         notes.append("dropped " + ", ".join(f"{v:.2f}s ({k})" for k, v in dropped.items()))
     record = {"recipe": _recipe(item, windowing), "seconds": seg.total / sr, "dropped": dropped, "notes": notes}
