@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,6 +148,14 @@ def test_full_disk_stops_prepare_with_one_line_and_rerun_after_freeing_space(rec
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert len(lines) == 1 and "on the file system of" in lines[0] and "rerun" in lines[0], proc.stderr[-2000:]
         assert not _leftovers(tmp_path), _leftovers(tmp_path)
+        # the line names the room the rest needs, estimated from the output/source ratio so far: within 2x of
+        # what the reference run's remaining files really take
+        need = re.search(r"the (\d+) recordings left need about ([\d.]+) (kB|MB|GB) more", lines[0])
+        assert need, lines[0]
+        kept = sum(p.stat().st_size for p in mnt.rglob("*") if p.is_file())
+        really = sum(len(v) for k, v in reference_run.items() if k.startswith("d/")) - kept
+        estimate = float(need[2]) * {"kB": 1e3, "MB": 1e6, "GB": 1e9}[need[3]]
+        assert 0.5 < estimate / really < 2, (estimate, really, lines[0])
         subprocess.run(["mount", "-o", "remount,size=256m", str(mnt)], check=True)  # space freed
         again = subprocess.run(_argv(recordings, tmp_path), cwd=PROJECT, env=_env(tmp_path), capture_output=True,
                                text=True, timeout=600)

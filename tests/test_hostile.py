@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -308,6 +309,8 @@ def test_disk_full_never_commits_a_truncated_clip_and_resume_finishes(tmp_path):
         with pytest.raises(OSError) as exc:  # named as a full disk whatever library failed (libsndfile here)
             generate("fake", js, mnt, gen, model=CountingFake(), quiet=True)
         assert exc.value.errno == 28 and "on the file system of" in str(exc.value)
+        left = 8 - len(list(mnt.glob("*.mp3")))  # ... and the room the clips left need (mean clip size so far)
+        assert f"the {left} clips left need about" in str(exc.value), str(exc.value)
         for f in mnt.glob("*.mp3"):  # whatever was committed is complete
             assert sf.info(str(f)).frames == 32000 and len(sf.read(str(f))[0]) == 32000
         assert not list(mnt.glob(".*.tmp.mp3"))
@@ -519,6 +522,28 @@ def test_atomic_path_refuses_what_fails_verification(tmp_path):
     with pytest.raises(OSError, match="short write"), atomic_path(target, verify=verify) as tmp:
         tmp.write_bytes(b"new but broken")
     assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_killed_writers_leftovers_of_one_output_are_removed_when_old(tmp_path):
+    """Outputs without a lock (a score report, an export folder): an hour-old temporary of theirs is a killed
+    run's and goes; a young one may be a live writer's and stays; other files that look alike stay."""
+    from zalo_music.fileio import remove_stale_temps_of
+
+    report, export = tmp_path / "score.json", tmp_path / "best"
+    old_tmp = tmp_path / ".score.json.a1b2c3d4.tmp.json"
+    young_tmp = tmp_path / ".score.json.e5f6g7h8.tmp.json"
+    old_dir = tmp_path / ".best.k2j3h4g5"
+    lookalikes = [tmp_path / ".score.json.notes", tmp_path / ".best.lock", tmp_path / "score.json.bak"]
+    for f in (old_tmp, young_tmp, *lookalikes):
+        f.write_text("x")
+    old_dir.mkdir()
+    (old_dir / "state_dict.bin").write_bytes(b"half")
+    hour_ago = time.time() - 3700
+    for f in (old_tmp, old_dir, *lookalikes):
+        os.utime(f, (hour_ago, hour_ago))
+    assert remove_stale_temps_of(report) == 1 and remove_stale_temps_of(export) == 1
+    assert not old_tmp.exists() and not old_dir.exists() and young_tmp.exists()
+    assert all(f.exists() for f in lookalikes)
 
 
 def test_write_zip_is_verified_and_deterministic(tmp_path):

@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import env
-from .fileio import atomic_path
+from .fileio import atomic_path, remove_stale_temps_of
 
 
 def resolve_xp_folder(ref: str | Path) -> Path:
@@ -153,6 +153,7 @@ def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False, keep_ad
     cfg = pkg["xp.cfg"]
     history = pkg.get("history", [])
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps_of(out)  # the temporary folder of a killed export (gigabytes at musicgen-small's size)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         export_lm_state(pkg, tmp / "state_dict.bin", folder / "checkpoint.th")

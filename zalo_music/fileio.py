@@ -71,6 +71,45 @@ def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> int
     return len(found)
 
 
+#: A temporary of a one-file output older than this belongs to a killed run (writing one report or export
+#: takes seconds to minutes): `remove_stale_temps_of` leaves younger ones to a writer that may be alive.
+STALE_AFTER_S = 3600.0
+
+
+def remove_stale_temps_of(path: str | os.PathLike, older_than_s: float = STALE_AFTER_S) -> int:
+    """Delete what killed writers of one destination left beside it: `atomic_path` temporaries
+    (`.<name>.<random>.tmp<suffix>`) and temporary folders (`.<name>.<random>`, as `export` makes), when older
+    than `older_than_s` (outputs without a lock: a younger one may be a live writer's). Returns how many.
+
+    Args:
+        path: the destination (a report file, an export folder).
+        older_than_s: minimum age (modification time) of what is removed.
+    """
+    import glob
+    import re
+    import shutil
+    import time
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        return 0
+    pattern = re.compile(re.escape(f".{path.name}.") + rf"[A-Za-z0-9_]{{{_TEMP_RANDOM_CHARS}}}(\.tmp.*)?")
+    removed = 0
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        try:
+            old = time.time() - p.lstat().st_mtime > older_than_s
+        except OSError:
+            continue
+        if not old or not pattern.fullmatch(p.name):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, what: str, wait: bool = False) -> tp.Iterator[None]:
     """Hold an exclusive `flock` on `path` (created; it records who holds it), or refuse at once (or wait).
@@ -113,9 +152,43 @@ def exclusive_lock(path: str | os.PathLike, what: str, wait: bool = False) -> tp
         os.close(fd)
 
 
+def format_bytes(n: float) -> str:
+    """`n` bytes for people: `812 B`, `3.4 MB`, `1.2 GB` (powers of 1000, as `df -H` and file managers show)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
 class DiskFull(OSError):
     """A write failed because its file system is full (whatever library reported it, e.g. libsndfile's
-    "System error")."""
+    "System error"). The message names the file system, the file and, once the command has said it
+    (`with_need`), the space the rest of the run needs."""
+
+    def __init__(self, folder: Path, target: str, free: int | None, need: str = "") -> None:
+        self.folder, self.target, self.free, self.need = folder, target, free, need
+        room = "no space left" if not free else f"only {format_bytes(free)} left"
+        super().__init__(errno.ENOSPC, f"{room} on the file system of {folder} (writing {target}){need}: free some "
+                                       "space (or point the output elsewhere) and rerun: it resumes")
+
+    def __reduce__(self) -> tuple:  # raised in pool workers: it must cross the process boundary whole
+        return DiskFull, (self.folder, self.target, self.free, self.need)
+
+    def with_need(self, left: int, what: str, each: float | None, bound: str = "about") -> DiskFull:
+        """This error, naming the space still needed: `left` items of `each` bytes (None: unknown).
+
+        Args:
+            left: items the run had not finished.
+            what: their name, plural (`recordings`, `clips`).
+            each: bytes one of them takes (measured on this run's outputs, or a bound).
+            bound: how `each` is known: `about` (measured) or `at most` (a bound).
+        """
+        if not left:
+            return self
+        need = f"; the {left} {what} left need {bound} {format_bytes(left * each)} more" if each else \
+            f"; {left} {what} are left"
+        return DiskFull(self.folder, self.target, self.free, need)
 
 
 #: Below this many free bytes, a failed write is taken to be a full disk.
@@ -136,9 +209,7 @@ def _full_disk(folder: Path, exc: BaseException, target: Path) -> DiskFull | Non
             return None
         if free >= FULL_DISK_BYTES:
             return None
-    room = "no space left" if not free else f"only {free:,} bytes left"
-    return DiskFull(errno.ENOSPC, f"{room} on the file system of {folder} (writing {target.name}): free some "
-                                  "space (or point the output elsewhere) and rerun: it resumes")
+    return DiskFull(folder, target.name, free)
 
 
 @contextlib.contextmanager
@@ -320,6 +391,8 @@ def check_audio(path: str | os.PathLike, *, sample_rate: int | None = None, chan
 
 def friendly_os_error(exc: OSError) -> str:
     """One line for an OSError: the file, what happened and what to do."""
+    if isinstance(exc, DiskFull):  # its message already names the file system, the need and the fix
+        return exc.strerror
     where = exc.filename if exc.filename is not None else ""
     fixes = {
         errno.ENOSPC: "free some disk space (or pick another --out); a rerun resumes where this one stopped",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import functools
 import glob
@@ -39,7 +40,7 @@ import soundfile as sf
 import torch
 
 from .data.zalo_json import MAX_DESCRIPTION_CHARS, check_test_item, read_zalo_json
-from .fileio import AudioCheckError, atomic_path, check_audio, write_json
+from .fileio import AudioCheckError, DiskFull, atomic_path, check_audio, write_json
 
 # MAX_DESCRIPTION_CHARS (data/zalo_json.py): a first, model-free bound on the work per description;
 # `text_truncator` then cuts to the encoder's tokens.
@@ -571,29 +572,34 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         return done
 
     deferred = []
-    with _BatchLocks(out) as locks:
-        for batch in todo:
-            if not locks.acquire(batch, block=False):  # another run on this --out is generating it
-                deferred.append(batch)
-                continue
-            try:
-                if unfinished(batch):  # re-checked under the lock: the other run may just have finished it
-                    written += run_batch(batch)
-                else:
-                    by_other += len(batch)
-            finally:
-                locks.release(batch)
-            bar.update(len(batch))
-        for batch in deferred:  # wait for the other run, then finish what it left undone
-            locks.acquire(batch, block=True)
-            try:
-                if unfinished(batch):
-                    written += run_batch(batch)
-                else:
-                    by_other += len(batch)
-            finally:
-                locks.release(batch)
-            bar.update(len(batch))
+    try:
+        with _BatchLocks(out) as locks:
+            for batch in todo:
+                if not locks.acquire(batch, block=False):  # another run on this --out is generating it
+                    deferred.append(batch)
+                    continue
+                try:
+                    if unfinished(batch):  # re-checked under the lock: the other run may just have finished it
+                        written += run_batch(batch)
+                    else:
+                        by_other += len(batch)
+                finally:
+                    locks.release(batch)
+                bar.update(len(batch))
+            for batch in deferred:  # wait for the other run, then finish what it left undone
+                locks.acquire(batch, block=True)
+                try:
+                    if unfinished(batch):
+                        written += run_batch(batch)
+                    else:
+                        by_other += len(batch)
+                finally:
+                    locks.release(batch)
+                bar.update(len(batch))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise _disk_need(exc, out, items, gen) from exc
     bar.close()
     seconds = time.time() - start
     audio_seconds = written * gen.duration
@@ -737,6 +743,17 @@ def _commit_candidate(candidate: Path, target: Path, gen: GenerationConfig) -> N
 
     with atomic_path(target, verify=verify) as tmp:
         shutil.copyfile(candidate, tmp)
+
+
+def _disk_need(exc: OSError, out: Path, items: list, gen: GenerationConfig) -> DiskFull:
+    """A full disk met by `generate`, naming the room the clips not yet in `out` need: the mean size of those
+    there, or, with none yet, the size of a clip at MP3's highest bitrate (320 kb/s)."""
+    full = exc if isinstance(exc, DiskFull) else DiskFull(out, Path(exc.filename or "").name or "a clip", None)
+    sizes = [t.stat().st_size for _, _, t in items if t.exists()]
+    left = len(items) - len(sizes)
+    if sizes:
+        return full.with_need(left, "clips", sum(sizes) / len(sizes))
+    return full.with_need(left, "clips", 320_000 / 8 * gen.duration, bound="at most")
 
 
 def _write_one(target: Path, wav: torch.Tensor, model_rate: int, gen: GenerationConfig) -> bool:

@@ -407,6 +407,26 @@ def _work(args: tuple) -> tuple[str, dict]:
         return item.key, {"error": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
 
 
+def _disk_need(exc: DiskFull, jobs: list, finished: int, rows: list[dict]) -> DiskFull:
+    """`exc`, naming the room the jobs after the first `finished` need: their source bytes times the
+    output/source byte ratio of the recordings this run holds (resumed ones included). With none yet, it says
+    how many are left."""
+    def size(path: str | Path) -> int:
+        try:
+            return Path(path).stat().st_size
+        except OSError:
+            return 0
+
+    source = {item.key: item.source for item, _, _ in jobs}
+    out_bytes = sum(size(r["path"]) + size(Path(r["path"]).with_suffix(".json")) for r in rows)
+    in_bytes = sum(size(source[key]) for key in {r["recording"] for r in rows})
+    left = jobs[finished:]
+    if not out_bytes or not in_bytes:
+        return exc.with_need(len(left), "recordings", None)
+    each = out_bytes / in_bytes * sum(size(item.source) for item, _, _ in left) / len(left)
+    return exc.with_need(len(left), "recordings", each)
+
+
 def _pool_map(fn: tp.Callable, jobs: list, workers: int, desc: str, quiet: bool, unit: str = "clip") -> tp.Iterator:
     """`fn` over `jobs` in `workers` processes, in order, with a progress bar; bounded look-ahead."""
     from tqdm import tqdm
@@ -535,7 +555,16 @@ def prepare(json_path: str | Path, audio_dir: str | Path, name: str, *, sample_r
         notes: list[dict] = []
         resumed, seconds_in = 0, 0.0
         dropped: dict[str, float] = {}
-        for key, result in _pool_map(_work, jobs, workers, f"prepare {name}", quiet, unit="recording"):
+        finished = 0
+        results = _pool_map(_work, jobs, workers, f"prepare {name}", quiet, unit="recording")
+        while True:
+            try:
+                key, result = next(results)
+            except StopIteration:
+                break
+            except DiskFull as exc:  # say how much room the rest of the run needs
+                raise _disk_need(exc, jobs, finished, rows) from exc.__cause__
+            finished += 1
             if "error" in result:
                 errors[key] = result["error"]
                 continue

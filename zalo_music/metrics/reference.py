@@ -119,8 +119,9 @@ def save_stats(path: Path, stats: GaussianStats, meta: dict | None = None) -> No
         stats: what to store.
         meta: JSON-serialisable provenance stored beside the arrays.
     """
-    from zalo_music.fileio import atomic_path
+    from zalo_music.fileio import atomic_path, remove_stale_temps_of
 
+    remove_stale_temps_of(path)  # a killed run's half-written cache
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, mu=stats.mu, sigma=stats.sigma, n=np.int64(stats.n),

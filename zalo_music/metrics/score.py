@@ -49,7 +49,7 @@ def score_folder(audio_dir: str | os.PathLike, json_path: str | os.PathLike,
         MetricUnavailableError: CLAP checkpoint missing (the message names the file).
     """
     from zalo_music.data.zalo_json import read_descriptions
-    from zalo_music.fileio import AUDIO_SUFFIXES, is_temp, safe_child, write_json
+    from zalo_music.fileio import AUDIO_SUFFIXES, is_temp, remove_stale_temps_of, safe_child, write_json
 
     from .clap import get_embedder
     from .reference import reference_stats
@@ -138,6 +138,7 @@ def score_folder(audio_dir: str | os.PathLike, json_path: str | os.PathLike,
     }
     report["summary"] = summary_line(report)
     if out is not None:
+        remove_stale_temps_of(out)  # a killed run's half-written report
         write_json(out, report)
     return report
 
