@@ -165,8 +165,13 @@ def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False, keep_ad
                 raise ValueError(f"--keep-adapters: {folder.name} is not a LoRA XP (zalo.lora.rank is 0)")
             save_adapters(pkg, tmp / "lora_adapters.pt")
         valid = [h.get("valid", {}) for h in history if "valid" in h]
+        scored = [h["evaluate"] for h in history if "evaluate" in h]
+        argv_file = folder / ".argv.json"  # Dora's record of the XP's overrides
         meta = {"sig": folder.name, "xp_folder": str(folder), "checkpoint": checkpoint_id, "epochs": len(history),
                 "best_valid_ce": min((v["ce"] for v in valid if "ce" in v), default=None),
+                "evaluate": scored[-1] if scored else None,
+                "overrides": json.loads(argv_file.read_text()) if argv_file.is_file() else None,
+                "dset": str(cfg.get("dset")),
                 "solver": str(cfg.solver), "compression_model": str(cfg.compression_model_checkpoint),
                 "sample_rate": int(cfg.sample_rate), "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (tmp / "zalo_export.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -66,17 +66,19 @@ _FIXED_LM = {"activation": "gelu", "norm_first": True, "bias_ff": False, "bias_a
 BASE_LICENSE = "cc-by-nc-4.0"
 
 
-def check_convertible(cfg: DictConfig) -> None:
+def check_convertible(cfg: DictConfig, problems: list[str] | None = None) -> None:
     """Refuse an audiocraft MusicGen config that transformers' `MusicgenForConditionalGeneration` cannot hold.
 
     Args:
         cfg: the XP config (as saved in `state_dict.bin` as `xp.cfg`).
+        problems: ones the caller found already (the codec), reported in the same message.
     Raises:
         ValueError: naming every setting that differs from what the transformers format can represent.
     """
     lm = cfg.transformer_lm
-    problems = [f"transformer_lm.{k}={lm.get(k)!r} (transformers: {v!r})" for k, v in _FIXED_LM.items()
-                if lm.get(k, v) != v]
+    problems = list(problems or [])
+    problems += [f"transformer_lm.{k}={lm.get(k)!r} (transformers: {v!r})" for k, v in _FIXED_LM.items()
+                 if lm.get(k, v) != v]
     pattern = cfg.codebooks_pattern
     delays = list(pattern.delay.delays) if pattern.modeling == "delay" else None
     if delays != list(range(lm.n_q)):
@@ -197,15 +199,15 @@ def from_transformers(state: dict[str, torch.Tensor], torch_mha: bool = False) -
 # ------------------------------------------------------------------------------------------------- export
 
 
-def _codec_name(export_dir: Path, cfg: DictConfig) -> str:
-    """The hub name of the export's codec, which must be a transformers `EncodecModel`."""
+def _codec_name(export_dir: Path, cfg: DictConfig) -> tuple[str | None, list[str]]:
+    """The hub name of the export's codec, which must be a transformers `EncodecModel`, or the problem."""
     pkg = torch.load(export_dir / "compression_state_dict.bin", map_location="cpu", weights_only=True)
     name = pkg.get("pretrained") if isinstance(pkg, dict) else None
-    if not name:
-        raise ValueError(f"{export_dir}: its codec ({cfg.get('compression_model_checkpoint')}) is audiocraft's own "
-                         "EnCodec, saved whole; transformers' format needs a transformers EncodecModel, as "
-                         "compression_model_checkpoint=//pretrained/facebook/encodec_32khz is (the real recipe's)")
-    return str(name)
+    if name:
+        return str(name), []
+    return None, [f"its codec ({cfg.get('compression_model_checkpoint')}) is audiocraft's own EnCodec, saved "
+                  "whole (transformers: a transformers EncodecModel, as "
+                  "compression_model_checkpoint=//pretrained/facebook/encodec_32khz is, the real recipe's)"]
 
 
 def _t5_name(cfg: DictConfig) -> str:
@@ -344,8 +346,8 @@ def export_transformers(ref: str | Path, out_dir: str | Path, force: bool = Fals
         raise FileExistsError(f"{out} exists and is not empty: pick another folder or --force")
     pkg = torch.load(source / "state_dict.bin", map_location="cpu", weights_only=True)
     cfg = OmegaConf.create(pkg["xp.cfg"])
-    check_convertible(cfg)
-    codec = _codec_name(source, cfg)
+    codec, problems = _codec_name(source, cfg)
+    check_convertible(cfg, problems)
     meta_file = source / "zalo_export.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     meta.setdefault("audiocraft", pkg.get("version"))
@@ -458,13 +460,15 @@ def _transformers_files(name: str) -> tuple[Path, list[Path]] | None:
     return config, [Path(hf_hub_download(name, f)) for f in files]
 
 
-def pretrained_lm_state(name: str, cfg: DictConfig | None = None) -> dict[str, torch.Tensor]:
+def pretrained_lm_state(name: str, cfg: DictConfig | None = None,
+                        torch_mha: bool | None = None) -> dict[str, torch.Tensor]:
     """The LM state for `continue_from=//pretrained/<name>`: audiocraft's format as audiocraft loads it, or a
     transformers-format MusicGen (folder or hub id) converted to audiocraft's names.
 
     Args:
         name: hub id, folder or file.
         cfg: the recipe's config, checked against a transformers model's shape.
+        torch_mha: name attention weights for torch's MultiheadAttention (default: as `cfg` builds the LM).
     """
     found = _transformers_files(name)
     if found is None:
@@ -478,7 +482,9 @@ def pretrained_lm_state(name: str, cfg: DictConfig | None = None) -> dict[str, t
     state: dict[str, torch.Tensor] = {}
     for f in weights:
         state.update(load_file(str(f)))
-    return from_transformers(state, torch_mha=cfg is not None and uses_torch_mha(cfg))
+    if torch_mha is None:
+        torch_mha = cfg is not None and uses_torch_mha(cfg)
+    return from_transformers(state, torch_mha=torch_mha)
 
 
 def push_to_hub(folder: Path, repo: str, private: bool = True) -> str:

@@ -172,9 +172,10 @@ def load_base_weights(lm: torch.nn.Module, continue_from: str | None) -> str:
                          "(e.g. //pretrained/facebook/musicgen-small, or //sig/<SIG> of a full fine-tune)")
     prefix = "//pretrained/"
     if continue_from.startswith(prefix):
-        from audiocraft.models.loaders import load_lm_model_ckpt
+        from zalo_music.transformers_format import pretrained_lm_state
 
-        state = load_lm_model_ckpt(continue_from[len(prefix):])["best_state"]
+        torch_mha = any(".mha." in k for k in lm.state_dict())  # how this LM names its attention weights
+        state = pretrained_lm_state(continue_from[len(prefix):], torch_mha=torch_mha)
     else:
         from audiocraft.utils import checkpoint
 

@@ -143,6 +143,13 @@ class ZaloMusicGenSolver(TokenDataMixin, ClassicOptionsMixin, LoraMixin, MusicGe
                 f"continues training, and an eval-only XP scores it: `... continue_from=//sig/{self.xp.sig} "
                 "execute_only=evaluate`.") from exc
 
+    def load_from_pretrained(self, name: str) -> dict:
+        """`continue_from=//pretrained/<name>`: audiocraft's loader, or a transformers-format MusicGen (folder or
+        hub id, converted; audiocraft/solvers/musicgen.py leaves this as a TODO)."""
+        from zalo_music.transformers_format import pretrained_lm_state
+
+        return {"best_state": {"model": pretrained_lm_state(name, self.cfg)}}
+
     def build_model(self) -> None:
         # Seed right before the models are built: a random-init LM (solver=zalo/tiny) is the same for a seed
         # whatever ran before in the process.
