@@ -95,7 +95,7 @@ def main() -> None:
     figures["round_trip_bit_exact"] = sorted(back) == sorted(state) and all(torch.equal(back[k], state[k])
                                                                              for k in state)
     ours.set_generation_params(use_sampling=True, top_k=250, duration=args.seconds, cfg_coef=3.0)
-    inputs = processor(text=TEXTS, return_tensors="pt")
+    inputs = processor(text=TEXTS, padding=True, return_tensors="pt")
     steps = 1 + round(args.seconds * 50) + n_q - 1
     times: dict[str, list[float]] = {"audiocraft": [], "transformers": []}
     for _ in range(2):

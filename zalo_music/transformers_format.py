@@ -254,10 +254,11 @@ def max_length_for(seconds: float, frame_rate: float, n_q: int) -> int:
 
 
 def generation_settings(cfg: DictConfig, n_q: int, frame_rate: float) -> dict:
-    """transformers `GenerationConfig` fields for the XP's scored decoding (`zalo.generate.*`)."""
-    from .generate import generation_config_from_cfg
+    """transformers `GenerationConfig` fields for the XP's scored decoding (`zalo.generate.*`; a model trained
+    elsewhere, e.g. Meta's, has none: `zalo-music generate`'s defaults)."""
+    from .generate import GenerationConfig, generation_config_from_cfg
 
-    gen = generation_config_from_cfg(cfg)
+    gen = generation_config_from_cfg(cfg) if OmegaConf.select(cfg, "zalo.generate") else GenerationConfig()
     settings = {"do_sample": True, "guidance_scale": float(gen.cfg_coef),
                 "max_length": max_length_for(gen.duration, frame_rate, n_q),
                 "temperature": float(gen.temperature)}
