@@ -240,3 +240,38 @@ def test_tiny_is_a_short_diff_of_the_real_recipe(main):
     assert tiny.optim.optimizer == real.optim.optimizer and tiny.optim.max_norm == real.optim.max_norm
     assert OmegaConf.to_container(tiny.zalo.generate) == OmegaConf.to_container(real.zalo.generate)
     assert tiny.continue_from is None and real.continue_from == "//pretrained/facebook/musicgen-small"
+
+
+def test_recipe_decoding_equals_the_declared_defaults(main):
+    """`zalo.generate.*` in the recipe YAML and audiocraft's own generate stage (`generate.lm.top_k`) say what
+    decoding.GenerationConfig declares: a default changed in one place only fails here."""
+    import dataclasses
+
+    from zalo_music import decoding
+
+    cfg = main.get_xp(["solver=zalo/musicgen_small_ft"]).cfg
+    declared = {k: v for k, v in dataclasses.asdict(decoding.GenerationConfig()).items() if k != "candidates"}
+    assert dict(cfg.zalo.generate) == declared
+    assert cfg.zalo.eval.candidates in (None, decoding.GenerationConfig().candidates)
+    assert cfg.generate.lm.top_k == declared["top_k"]
+    assert decoding.from_cfg(cfg) == decoding.GenerationConfig()
+
+
+def test_every_way_in_refuses_the_same_out_of_range_decoding(main):
+    """The YAML reader, the dataclass and the command line share one range per option."""
+    import argparse
+
+    from zalo_music import decoding
+    from zalo_music.cli import build_parser
+
+    cfg = main.get_xp(["solver=zalo/musicgen_small_ft", "zalo.generate.top_p=1.5"]).cfg
+    with pytest.raises(ValueError, match=r"zalo\.generate\.top_p=1\.5: out of range: must be >= 0 and <= 1"):
+        decoding.from_cfg(cfg)
+    with pytest.raises(ValueError, match="out of range"):
+        decoding.GenerationConfig(top_p=1.5)
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["generate"]
+    flags = {a.dest: a for a in sub._actions}
+    for name, f in decoding.FIELDS.items():  # one flag per option, with its default and help
+        assert flags[name].default == f.default and f.metadata["help"] in flags[name].help
+    with pytest.raises(argparse.ArgumentTypeError, match="1.5 is out of range: must be >= 0 and <= 1"):
+        flags["top_p"].type("1.5")

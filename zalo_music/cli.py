@@ -205,6 +205,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             longer changes the parser.
     """
     del command  # every sub-command is registered the same way now
+    from . import decoding
     from .helpfmt import HelpFormatter as fmt
 
     p = argparse.ArgumentParser(prog="zalo-music", formatter_class=fmt,
@@ -313,24 +314,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                       help="also write and validate this submission ZIP (not written if any id is refused) (default: no ZIP)")
     zips.add_argument("--zip-partial", default=None, metavar="ZIP",
                       help="like --zip, but leave refused ids out of the ZIP instead of writing none (default: no ZIP)")
-    gn.add_argument("--duration", type=_POSITIVE_FLOAT, default=10.0, help="seconds per clip")
-    gn.add_argument("--sample-rate", type=_POSITIVE_INT, default=32000, help="output sample rate (resampled explicitly)")
-    gn.add_argument("--top-k", type=_number(int, 0), default=250, help="top-k sampling")
-    gn.add_argument("--top-p", type=_number(float, 0, 1), default=0.0, help="nucleus sampling (0: use top-k)")
-    gn.add_argument("--temperature", type=_POSITIVE_FLOAT, default=1.0, help="softmax temperature")
-    gn.add_argument("--cfg-coef", type=_number(float, 0), default=3.0, help="classifier-free guidance coefficient")
-    gn.add_argument("--seed", type=int, default=0, help="same seed + batch size, same audio")
-    gn.add_argument("--batch-size", type=_POSITIVE_INT, default=16, help="descriptions per forward pass")
-    gn.add_argument("--decoder", choices=("fast", "audiocraft"), default="fast",  # fast_decoder.DECODERS (torch-free here)
-                    help="token decoding loop: fast (cached text keys/values, static KV cache; the same codes as "
-                         "audiocraft's for the same seed) or audiocraft (its own MusicGen loop)")
+    decoding.add_arguments(gn)  # --duration ... --decoder: one flag per GenerationConfig field
     gn.add_argument("--shard", type=_shard, default=None,
                     help="i/n: do only shard i of n (0-based), e.g. one per GPU or machine: batch k of the sorted "
                          "ids goes to shard k mod n, so the shards together give the unsharded run's bytes (default: all ids)")
     gn.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    gn.add_argument("--candidates", type=_POSITIVE_INT, default=1,
-                    help="best-of-N: N samples per description in one batched pass, the one with the highest CLAP "
-                         "(as `score` computes it on the MP3) kept; report in <out>/candidates.json. 1: no CLAP")
     gn.add_argument("--from-xp", default=None, metavar="SIG",
                     help="model, decoding, candidates and CLAP of this (eval) XP: generate as it was scored (default: the options "
                          "given here)")

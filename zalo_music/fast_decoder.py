@@ -30,8 +30,8 @@ import typing as tp
 import torch
 from torch.nn import functional as F
 
-#: The decoders `zalo-music generate --decoder` accepts: ours (default) and audiocraft's `MusicGen` loop.
-DECODERS = ("fast", "audiocraft")
+from .decoding import DECODERS  # noqa: F401  (declared with the other decoding options; re-exported)
+
 #: audiocraft's placeholder for a code not generated yet (`LMModel.generate`'s `unknown_token`).
 UNKNOWN_TOKEN = -1
 

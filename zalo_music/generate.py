@@ -32,14 +32,16 @@ import time
 import typing as tp
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 
+from . import decoding
 from .data.zalo_json import MAX_DESCRIPTION_CHARS, check_test_item, read_zalo_json
+from .decoding import GenerationConfig  # declared in decoding.py, with every option's help and range
+from .decoding import from_cfg as generation_config_from_cfg
 from .fileio import AudioCheckError, DiskFull, atomic_path, check_audio, write_json
 
 # MAX_DESCRIPTION_CHARS (data/zalo_json.py): a first, model-free bound on the work per description;
@@ -47,47 +49,6 @@ from .fileio import AudioCheckError, DiskFull, atomic_path, check_audio, write_j
 #: T5's training length: what MusicGen's text encoder takes (audiocraft's T5Conditioner never truncates).
 T5_MAX_TOKENS = 512
 PEAK = 10 ** (-1.0 / 20)  # -1 dBFS: no clipping after MP3 encoding
-
-
-@dataclass
-class GenerationConfig:
-    """Sampling options (defaults: MusicGen's own)."""
-
-    duration: float = 10.0
-    top_k: int = 250
-    top_p: float = 0.0
-    temperature: float = 1.0
-    cfg_coef: float = 3.0
-    seed: int = 0
-    batch_size: int = 16
-    sample_rate: int = 32000
-    #: Best-of-N: samples drawn per description (in the same batched LM pass); the one whose written MP3 has
-    #: the highest CLAP against its description is kept. 1: no CLAP at all, today's bytes.
-    candidates: int = 1
-    #: The token decoding loop: "fast" (zalo_music/fast_decoder.py: the same codes, a fraction of the work) or
-    #: "audiocraft" (its own `MusicGen` loop).
-    decoder: str = "fast"
-
-
-def generation_config_from_cfg(cfg) -> GenerationConfig:
-    """The decoding an XP was scored with: its `zalo.generate.*` keys and `zalo.eval.candidates`.
-
-    The evaluate stage (`zalo.eval.candidates`) and `zalo-music generate --from-xp` both read it here, so the
-    submission is generated with exactly the settings the XP was ranked by.
-
-    Args:
-        cfg: a composed XP config.
-    """
-    block = dict(cfg.zalo.generate)
-    fields = {f for f in GenerationConfig.__dataclass_fields__ if f != "candidates"}
-    unknown = sorted(set(block) - fields)
-    if unknown:
-        raise ValueError(f"zalo.generate.{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})")
-    types = {"duration": float, "top_k": int, "top_p": float, "temperature": float, "cfg_coef": float,
-             "seed": int, "batch_size": int, "sample_rate": int, "decoder": str}
-    kwargs = {k: types[k](v) for k, v in block.items() if v is not None}
-    candidates = cfg.zalo.eval.candidates
-    return GenerationConfig(**kwargs, candidates=int(candidates) if candidates is not None else 1)
 
 
 def rerank_options_from_cfg(cfg, reference: str | None = None):
@@ -469,8 +430,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     if todo and model is None:
         model = load_model(model_spec, device)
     if model is not None:
-        model.set_generation_params(use_sampling=True, top_k=gen.top_k, top_p=gen.top_p,
-                                    temperature=gen.temperature, duration=gen.duration, cfg_coef=gen.cfg_coef)
+        model.set_generation_params(**gen.sampling_params())
         if todo and gen.decoder == "fast":
             check_supported(model)  # one clear error before any batch, not one failure per batch
     written = 0
@@ -763,11 +723,6 @@ def _write_one(target: Path, wav: torch.Tensor, model_rate: int, gen: Generation
     return True
 
 
-#: `zalo-music generate` options that `--from-xp` supplies (GenerationConfig fields) -> their CLI defaults.
-_XP_OPTIONS = {"duration": 10.0, "sample_rate": 32000, "top_k": 250, "top_p": 0.0, "temperature": 1.0,
-               "cfg_coef": 3.0, "seed": 0, "batch_size": 16, "candidates": 1}
-
-
 def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
     """Model, decoding and reranking of a `zalo-music generate` command line, `--from-xp` applied.
 
@@ -790,7 +745,7 @@ def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
         spec, gen, rerank, info = from_xp(args.from_xp)
         wanted = {**vars(gen), "model": spec, "clap_checkpoint": rerank.clap.checkpoint,
                   "clap_model": rerank.clap.amodel, "fas_weight": rerank.fas_weight}
-        defaults = {**_XP_OPTIONS, "model": "facebook/musicgen-small", "clap_checkpoint": None,
+        defaults = {**decoding.XP_OPTIONS, "model": "facebook/musicgen-small", "clap_checkpoint": None,
                     "clap_model": "HTSAT-base", "fas_weight": 0.0}
         # the decoder is the user's choice, not the XP's: both draw the same codes (tests/test_fast_decoder.py)
         gen = dataclasses.replace(gen, decoder=getattr(args, "decoder", gen.decoder))
@@ -811,8 +766,7 @@ def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
         return spec, gen, rerank
     from .metrics.clap import resolve_reference
 
-    gen = GenerationConfig(**{k: getattr(args, k) for k in _XP_OPTIONS},
-                           decoder=getattr(args, "decoder", GenerationConfig.decoder))
+    gen = decoding.from_args(args)
     # the reference statistics of the FAS-aware objective are cached where `score` caches them
     cache = str(resolve_reference("//reference/fad_stats", create=True)) if args.fas_weight > 0 else None
     rerank = RerankOptions(clap=ClapSpec(checkpoint=args.clap_checkpoint, amodel=args.clap_model,

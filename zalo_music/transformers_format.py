@@ -256,9 +256,9 @@ def max_length_for(seconds: float, frame_rate: float, n_q: int) -> int:
 def generation_settings(cfg: DictConfig, n_q: int, frame_rate: float) -> dict:
     """transformers `GenerationConfig` fields for the XP's scored decoding (`zalo.generate.*`; a model trained
     elsewhere, e.g. Meta's, has none: `zalo-music generate`'s defaults)."""
-    from .generate import GenerationConfig, generation_config_from_cfg
+    from . import decoding
 
-    gen = generation_config_from_cfg(cfg) if OmegaConf.select(cfg, "zalo.generate") else GenerationConfig()
+    gen = decoding.from_cfg(cfg) if OmegaConf.select(cfg, "zalo.generate") else decoding.GenerationConfig()
     settings = {"do_sample": True, "guidance_scale": float(gen.cfg_coef),
                 "max_length": max_length_for(gen.duration, frame_rate, n_q),
                 "temperature": float(gen.temperature)}

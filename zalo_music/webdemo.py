@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.zalo_json import MAX_DESCRIPTION_CHARS
+from .decoding import GenerationConfig
 
 #: Hub checkpoints offered in the picker (melody/stereo variants need other conditioning or output paths).
 PRETRAINED = ("facebook/musicgen-small", "facebook/musicgen-medium", "facebook/musicgen-large")
@@ -31,6 +32,8 @@ PRETRAINED = ("facebook/musicgen-small", "facebook/musicgen-medium", "facebook/m
 DEFAULT_MAX_CHARS = MAX_DESCRIPTION_CHARS
 MAX_DURATION = 30.0  # MusicGen's trained context; longer needs extend_stride windows the CLI does not use
 MAX_SEED = 2**31 - 1
+#: The controls start at `zalo-music generate`'s defaults (decoding.py declares them).
+_DEFAULTS = GenerationConfig()
 #: Generated files older than this are removed from the output folder at the next request.
 KEEP_SECONDS = 3600
 
@@ -103,24 +106,34 @@ def validate_description(text: Any, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     return text
 
 
+#: The demo's own caps on what one request may cost, inside the options' valid ranges (decoding.py): name ->
+#: (low, high, the sentence a user reads).
+_CAPS = {"duration": (0.5, MAX_DURATION, f"Duration must be between 0.5 and {MAX_DURATION:g} seconds."),
+         "top_k": (0, 10_000, "Top-k must be between 0 and 10000 (0 disables top-k)."),
+         "temperature": (0.0, 10.0, "Temperature must be above 0 and at most 10."),
+         "cfg_coef": (0.0, 20.0, "The CFG coefficient must be between 0 and 20."),
+         "seed": (0, MAX_SEED, f"The seed must be between 0 and {MAX_SEED}.")}
+
+
 def _check_options(duration: float, top_k: int, temperature: float, cfg_coef: float, seed: int,
                    fmt: str) -> tuple[float, int, float, float, int, str]:
     """Sampling options coerced and range-checked: the HTTP API bypasses the sliders' limits."""
-    duration, top_k, temperature = float(duration), int(top_k), float(temperature)
-    cfg_coef, seed, fmt = float(cfg_coef), int(seed), str(fmt).lower()
-    if not 0.5 <= duration <= MAX_DURATION:
-        raise ValueError(f"Duration must be between 0.5 and {MAX_DURATION:g} seconds.")
-    if not 0 <= top_k <= 10_000:
-        raise ValueError("Top-k must be between 0 and 10000 (0 disables top-k).")
-    if not 0.0 < temperature <= 10.0:
-        raise ValueError("Temperature must be above 0 and at most 10.")
-    if not 0.0 <= cfg_coef <= 20.0:
-        raise ValueError("The CFG coefficient must be between 0 and 20.")
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"The seed must be between 0 and {MAX_SEED}.")
+    from . import decoding
+
+    given = {"duration": duration, "top_k": top_k, "temperature": temperature, "cfg_coef": cfg_coef, "seed": seed}
+    values = {}
+    for name, value in given.items():
+        low, high, sentence = _CAPS[name]
+        try:
+            values[name] = decoding.check(name, value)  # the same validity as `zalo-music generate`'s flags
+        except ValueError:
+            raise ValueError(sentence) from None
+        if not low <= values[name] <= high:
+            raise ValueError(sentence)
+    fmt = str(fmt).lower()
     if fmt not in ("mp3", "wav"):
         raise ValueError("The file format must be mp3 or wav.")
-    return duration, top_k, temperature, cfg_coef, seed, fmt
+    return values["duration"], values["top_k"], values["temperature"], values["cfg_coef"], values["seed"], fmt
 
 
 class DemoBackend:
@@ -137,7 +150,7 @@ class DemoBackend:
 
     def __init__(self, models: list[str] | tuple[str, ...] = (), device: str | None = None,
                  max_chars: int = DEFAULT_MAX_CHARS, out_dir: str | Path | None = None,
-                 sample_rate: int = 32000, decoder: str = "fast") -> None:
+                 sample_rate: int = _DEFAULTS.sample_rate, decoder: str = _DEFAULTS.decoder) -> None:
         self.decoder = decoder
         self.extra = list(models)
         self.device = device
@@ -187,9 +200,9 @@ class DemoBackend:
             except OSError:
                 pass  # raced with another cleanup: nothing to do
 
-    def generate(self, text: str, spec: str, duration: float = 10.0, top_k: int = 250,
-                 temperature: float = 1.0, cfg_coef: float = 3.0, seed: int = 0,
-                 fmt: str = "mp3") -> tuple[Path, dict]:
+    def generate(self, text: str, spec: str, duration: float = _DEFAULTS.duration, top_k: int = _DEFAULTS.top_k,
+                 temperature: float = _DEFAULTS.temperature, cfg_coef: float = _DEFAULTS.cfg_coef,
+                 seed: int = _DEFAULTS.seed, fmt: str = "mp3") -> tuple[Path, dict]:
         """Generate one clip and write it as MP3 or WAV in the output folder.
 
         Args:
@@ -218,8 +231,9 @@ class DemoBackend:
             model, load_s = self.get_model(spec)
             start = time.perf_counter()
             # Same sampling setup as `zalo-music generate` (top_p 0: top-k decides).
-            model.set_generation_params(use_sampling=True, top_k=top_k, top_p=0.0, temperature=temperature,
-                                        duration=duration, cfg_coef=cfg_coef)
+            options = GenerationConfig(duration=duration, top_k=top_k, top_p=0.0, temperature=temperature,
+                                       cfg_coef=cfg_coef, seed=seed)
+            model.set_generation_params(**options.sampling_params())
             torch.manual_seed(seed)
             with torch.inference_mode():
                 wav = generate_batch(model, [text_truncator(model)(text)[0]], self.decoder)[0]
@@ -296,15 +310,15 @@ def build_app(models: list[str] | tuple[str, ...] = (), device: str | None = Non
                                         elem_id="model")
                     refresh = gr.Button("Refresh models", scale=1, size="sm")
                 with gr.Row():
-                    duration = gr.Slider(0.5, MAX_DURATION, value=10.0, step=0.5, label="Duration (s)",
+                    duration = gr.Slider(0.5, MAX_DURATION, value=_DEFAULTS.duration, step=0.5, label="Duration (s)",
                                          elem_id="duration")
-                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
+                    seed = gr.Number(value=_DEFAULTS.seed, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
                                      elem_id="seed")
                 with gr.Accordion("Sampling", open=False):
-                    top_k = gr.Slider(0, 1000, value=250, step=1, label="Top-k (0: off)", elem_id="top_k")
-                    temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature",
+                    top_k = gr.Slider(0, 1000, value=_DEFAULTS.top_k, step=1, label="Top-k (0: off)", elem_id="top_k")
+                    temperature = gr.Slider(0.05, 2.0, value=_DEFAULTS.temperature, step=0.05, label="Temperature",
                                             elem_id="temperature")
-                    cfg_coef = gr.Slider(0.0, 10.0, value=3.0, step=0.5, label="CFG coefficient",
+                    cfg_coef = gr.Slider(0.0, 10.0, value=_DEFAULTS.cfg_coef, step=0.5, label="CFG coefficient",
                                          elem_id="cfg_coef")
                     fmt = gr.Radio(["mp3", "wav"], value="mp3", label="File format", elem_id="format")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
