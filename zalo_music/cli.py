@@ -296,7 +296,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "+ processor + model card (docs/export.md)")
     e.add_argument("--push-to-hub", metavar="REPO", default=None,
                    help="--format transformers: also upload to this Hub repo (private unless --public; token from "
-                        "HF_TOKEN or `huggingface-cli login`)")
+                        "HF_TOKEN or `huggingface-cli login`) (default: no upload)")
     e.add_argument("--public", action="store_true", help="--push-to-hub: make the repo public")
     e.add_argument("--force", action="store_true", help="replace an existing, different export")
     e.add_argument("--keep-adapters", action="store_true",
