@@ -1,7 +1,7 @@
 """transformers export of musicgen-small, measured against audiocraft side by side in one run.
 
 Exports `facebook/musicgen-small` (the full-shape stand-ins of `zalo-music standins`, or the real model where the
-hub is reachable: its hub folder is an audiocraft export) with `zalo_music.transformers_format`, then on the same
+hub is reachable: its hub folder is an audiocraft export) with `zalo_music.transformers_export`, then on the same
 texts and codes reports:
 
 - logits: max |audiocraft - transformers| of the teacher-forced LM over random codes, one text at a time, and
@@ -47,7 +47,8 @@ def main() -> None:
     from safetensors.torch import load_file
     from transformers import AutoProcessor, MusicgenForConditionalGeneration
 
-    from zalo_music.transformers_format import export_transformers, from_transformers
+    from zalo_music.transformers_export import export_transformers
+    from zalo_music.transformers_format import from_transformers
 
     torch.manual_seed(0)
     source = Path(snapshot_download("facebook/musicgen-small", allow_patterns=["*.bin", "*.json"]))

@@ -1,4 +1,4 @@
-"""transformers' MusicGen format, both ways (zalo_music/transformers_format.py).
+"""transformers' MusicGen format, both ways (zalo_music/transformers_format.py, transformers_export.py).
 
 - Equality: on the tiny recipe's LM (with a T5 conditioner) and on musicgen-small's shape (2 layers), the
   exported `MusicgenForConditionalGeneration` gives audiocraft's logits for the same text and codes; greedy
@@ -71,7 +71,7 @@ def _audiocraft_export(folder: Path, overrides: list[str], seed: int = 0) -> tup
 @pytest.fixture(scope="module", params=["tiny", "full_shape"])
 def pair(request, hub_standins, tmp_path_factory):
     """(audiocraft LM, its audiocraft export, its transformers export) for each shape."""
-    from zalo_music.transformers_format import export_transformers
+    from zalo_music.transformers_export import export_transformers
 
     root = tmp_path_factory.mktemp(request.param)
     overrides = TINY if request.param == "tiny" else FULL_SHAPE
@@ -222,7 +222,7 @@ def test_audiocrafts_own_codec_is_refused_with_the_reason(tiny_xp, tmp_path):
 def test_push_to_hub_offline_fails_clearly_after_a_complete_export(pair, monkeypatch):
     if pair["name"] != "tiny":
         pytest.skip("one shape is enough")
-    from zalo_music.transformers_format import push_to_hub
+    from zalo_music.transformers_export import push_to_hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match=r"cannot be reached.*huggingface-cli upload me/zalo-ft"):

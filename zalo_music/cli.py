@@ -122,7 +122,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     if args.format == "transformers":
-        from .transformers_format import export_transformers, push_to_hub
+        from .transformers_export import export_transformers, push_to_hub
 
         if args.keep_adapters:
             raise ValueError("--keep-adapters: only with --format audiocraft (transformers' format has no LoRA "

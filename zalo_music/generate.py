@@ -43,26 +43,13 @@ from .data.zalo_json import MAX_DESCRIPTION_CHARS, check_test_item, read_zalo_js
 from .decoding import GenerationConfig  # declared in decoding.py, with every option's help and range
 from .decoding import from_cfg as generation_config_from_cfg
 from .fileio import AudioCheckError, DiskFull, atomic_path, check_audio, write_json
+from .metrics.eval_settings import rerank_options_from_cfg  # noqa: F401  (re-exported: generation's settings)
 
 # MAX_DESCRIPTION_CHARS (data/zalo_json.py): a first, model-free bound on the work per description;
 # `text_truncator` then cuts to the encoder's tokens.
 #: T5's training length: what MusicGen's text encoder takes (audiocraft's T5Conditioner never truncates).
 T5_MAX_TOKENS = 512
 PEAK = 10 ** (-1.0 / 20)  # -1 dBFS: no clipping after MP3 encoding
-
-
-def rerank_options_from_cfg(cfg, reference: str | None = None):
-    """`rerank.RerankOptions` of an XP: its evaluate CLAP (`zalo.eval.clap_*`) and FAS weight.
-
-    Args:
-        cfg: a composed XP config.
-        reference: the FAD reference whose mean the FAS-aware objective uses (the evaluate stage's).
-    """
-    from .metrics.solver_eval import clap_spec_from_cfg, stats_cache_from_cfg
-    from .rerank import RerankOptions
-
-    return RerankOptions(clap=clap_spec_from_cfg(cfg, None), fas_weight=float(cfg.zalo.eval.fas_weight),
-                         reference=reference, stats_cache=stats_cache_from_cfg(cfg))
 
 
 def from_xp(sig: str) -> tuple[str, GenerationConfig, tp.Any, dict]:
@@ -95,7 +82,7 @@ def from_xp(sig: str) -> tuple[str, GenerationConfig, tp.Any, dict]:
         spec = str(source)[len("//pretrained/"):]
     else:
         spec = str(source)
-    from .metrics.solver_eval import reference_path
+    from .metrics.eval_settings import reference_path
 
     reference = reference_path(cfg)
     info: dict = {"folder": str(xp.folder), "model": spec}

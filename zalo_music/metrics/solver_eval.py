@@ -15,62 +15,17 @@ import typing as tp
 
 import flashy
 import numpy as np
-import omegaconf
 import torch
 
-from .clap import ClapSpec
+from .eval_settings import (  # noqa: F401  (the readers of `zalo.eval` live there; re-exported for callers)
+    clap_spec_from_cfg,
+    reference_path,
+    settings_from_cfg,
+    stats_cache_from_cfg,
+)
 from .evaluator import ClasSettings, embed_files, scores_from_embeddings
 
 logger = logging.getLogger(__name__)
-
-
-def clap_spec_from_cfg(cfg: omegaconf.DictConfig, device: str | None) -> ClapSpec:
-    """The CLAP model of an XP's evaluation (`zalo.eval.clap_*`, `batch_size`, `download`).
-
-    Args:
-        cfg: the composed XP config.
-        device: where CLAP runs when `zalo.eval.device` is null (None: CLAP's own choice).
-    """
-    block = cfg.zalo.eval
-    return ClapSpec(checkpoint=block.clap_checkpoint, amodel=str(block.clap_model), device=block.device or device,
-                    batch_size=int(block.batch_size), download=bool(block.download))
-
-
-def stats_cache_from_cfg(cfg: omegaconf.DictConfig) -> str | None:
-    """The folder of cached FAD reference statistics (`zalo.eval.stats_cache`, created), or None.
-
-    Args:
-        cfg: the composed XP config.
-    """
-    from .clap import resolve_reference
-
-    cache = cfg.zalo.eval.stats_cache
-    return str(resolve_reference(cache, create=True)) if cache else None
-
-
-def settings_from_cfg(cfg: omegaconf.DictConfig) -> ClasSettings | None:
-    """`ClasSettings` from the XP's `zalo.eval` block, or None when CLAS evaluation is off.
-
-    Args:
-        cfg: the composed XP config.
-    """
-    block = cfg.zalo.eval
-    if not block.clas:
-        return None
-    sizes = block.fad_inf_sizes
-    return ClasSettings(
-        clap=clap_spec_from_cfg(cfg, str(cfg.device)), fad_tau=float(block.fad_tau), fad_inf=bool(block.fad_inf),
-        fad_inf_sizes=tuple(int(s) for s in sizes) if sizes else None,
-        fad_inf_method=str(block.fad_inf_method), stats_cache=stats_cache_from_cfg(cfg))
-
-
-def reference_path(cfg: omegaconf.DictConfig) -> str:
-    """The FAD reference of an XP: `zalo.eval.reference`, else the evaluate split's manifest folder.
-
-    Args:
-        cfg: the composed XP config.
-    """
-    return str(cfg.zalo.eval.reference or cfg.datasource.evaluate)
 
 
 def evaluate_split_descriptions(solver: tp.Any) -> tuple[dict[str, str], int]:
@@ -127,10 +82,12 @@ def evaluate_clas_as_generate(solver: tp.Any, settings: ClasSettings) -> dict:
 
     from audiocraft.models import MusicGen
 
+    from zalo_music.decoding import from_cfg as generation_config_from_cfg
     from zalo_music.fileio import write_json
-    from zalo_music.generate import generate, generation_config_from_cfg, rerank_options_from_cfg
+    from zalo_music.generate import generate
 
     from .clap import get_embedder
+    from .eval_settings import rerank_options_from_cfg
     from .score import score_folder
 
     cfg = solver.cfg
