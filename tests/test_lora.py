@@ -211,3 +211,51 @@ def test_trainer_front_end_and_grid_set_the_rank():
                        *(f"{k}={v}" for k, v in xps[0].items())]).cfg
     assert cfg.zalo.lora.rank == 8 and cfg.zalo.lora.alpha == 16
     assert cfg.continue_from == "//pretrained/facebook/musicgen-small"
+
+
+def test_optimizer_is_the_same_whatever_the_mixin_order(lm_cfg, monkeypatch):
+    """LoRA and the classic options (grad_acc) only choose what trains; the solver builds the optimizer and
+    schedule once, after both: either mixin order gives the same groups and the same schedule length."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from zalo_music.solvers import lora
+    from zalo_music.solvers.classic_options import ClassicOptionsMixin
+    from zalo_music.solvers.lora import LoraMixin
+    from zalo_music.solvers.musicgen import ZaloMusicGenSolver
+
+    cfg = copy.deepcopy(lm_cfg)
+    OmegaConf.set_struct(cfg, False)
+    cfg.zalo.lora.rank, cfg.zalo.grad_acc = 4, 2
+    monkeypatch.setattr(lora, "load_base_weights", lambda lm, continue_from: "test")
+
+    class AudiocraftLike:  # what MusicGenSolver.build_model leaves: the LM, an optimizer over all of it
+        def __init__(self) -> None:
+            self.cfg, self.total_updates = cfg, 40
+            self.best_state = SimpleNamespace(update=lambda *a: None)
+            self.stateful = SimpleNamespace(sources={"model": None})
+
+        def build_model(self) -> None:
+            self.model = _lm(cfg)
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1.0)
+            self.lr_scheduler = None
+
+    class ClassicFirst(ClassicOptionsMixin, LoraMixin, AudiocraftLike):
+        build_optimizer = ZaloMusicGenSolver.build_optimizer
+
+    class LoraFirst(LoraMixin, ClassicOptionsMixin, AudiocraftLike):
+        build_optimizer = ZaloMusicGenSolver.build_optimizer
+
+    built = []
+    for cls in (ClassicFirst, LoraFirst):
+        solver = cls()
+        solver.build_model()
+        solver.build_optimizer()  # what ZaloMusicGenSolver.build_model does after the mixins
+        names = {id(p): n for n, p in solver.model.named_parameters()}
+        groups = [[names[id(p)] for p in g["params"]] for g in solver.optimizer.param_groups]
+        built.append((type(solver.optimizer).__name__, groups, solver.lr_scheduler.total_steps))
+    assert built[0] == built[1]
+    kind, groups, steps = built[0]
+    assert kind == "AdamW" and steps == 20  # 40 updates / grad_acc 2
+    assert groups and all("lora_" in n for g in groups for n in g)

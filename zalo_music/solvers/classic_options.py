@@ -18,7 +18,6 @@ import typing as tp
 
 import flashy
 import torch
-from audiocraft.solvers import builders
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +44,13 @@ class ClassicOptionsMixin:
             raise ValueError(f"zalo.grad_acc={self.grad_acc} does not support fsdp.use=true: use zalo.grad_acc=1 "
                              "with FSDP (a larger dataset.batch_size over more GPUs), or fsdp.use=false")
         super().build_model()  # type: ignore[misc]
-        rebuild = False
-        if self.cfg.zalo.tune_text:
+        if self.cfg.zalo.tune_text:  # chooses what trains; the optimizer is built once, in build_optimizer
             trainable = 0
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("condition_provider.") and ".output_proj." in name)
                 trainable += p.numel() if p.requires_grad else 0
             if not trainable:
                 raise ValueError("zalo.tune_text: this LM has no condition_provider output projection to train")
-            rebuild = True
-        if self.grad_acc > 1 or rebuild:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            self.optimizer = builders.get_optimizer(params, self.cfg.optim)
-            total = max(1, self.total_updates // self.grad_acc)  # type: ignore[attr-defined]
-            self.lr_scheduler = builders.get_lr_scheduler(self.optimizer, self.cfg.schedule, total)
         self.optimizer_steps = 0
         self._micro_batches = 0
 

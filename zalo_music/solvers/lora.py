@@ -199,9 +199,8 @@ def adapter_parameters(lm: torch.nn.Module) -> list[torch.nn.Parameter]:
 class LoraMixin:
     """Mixed into `ZaloMusicGenSolver` right before audiocraft's `MusicGenSolver`: LoRA when `zalo.lora.rank > 0`.
 
-    It runs after audiocraft's `build_model` built the LM, optimizer and schedule: it loads the base weights,
-    attaches the adapters and rebuilds the optimizer and schedule over the adapters (audiocraft's state sources
-    read `self.optimizer` / `self.lr_scheduler` by attribute, so checkpoints follow).
+    It runs after audiocraft's `build_model` built the LM: it loads the base weights and attaches the adapters,
+    freezing every other weight; `ZaloMusicGenSolver.build_optimizer` then builds the optimizer over what trains.
     """
 
     cfg: tp.Any
@@ -221,8 +220,6 @@ class LoraMixin:
         self.lora = None
         if settings is None:
             return
-        from audiocraft.solvers import builders
-
         source = load_base_weights(self.model, self.cfg.continue_from)
         self.lora = attach_lora(self.model, settings)
         params = adapter_parameters(self.model)
@@ -232,9 +229,7 @@ class LoraMixin:
                     total, 100 * sum(p.numel() for p in params) / max(total, 1), source)
         # audiocraft registered the best state with the full weights' names; from now on it holds adapters.
         self.best_state.update("model", self.stateful.sources["model"])  # type: ignore[attr-defined]
-        self.optimizer = builders.get_optimizer(params, self.cfg.optim)
-        self.lr_scheduler = builders.get_lr_scheduler(self.optimizer, self.cfg.schedule,
-                                                      self.total_updates)  # type: ignore[attr-defined]
+        # (the optimizer over the adapters is built once, after every mixin: ZaloMusicGenSolver.build_optimizer)
 
     def load_state_dict(self, state: dict) -> None:
         best = state.get("best_state", {}).get("model") if self.lora is not None else None

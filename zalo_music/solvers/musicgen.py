@@ -154,7 +154,26 @@ class ZaloMusicGenSolver(TokenDataMixin, ClassicOptionsMixin, LoraMixin, MusicGe
         # Seed right before the models are built: a random-init LM (solver=zalo/tiny) is the same for a seed
         # whatever ran before in the process.
         torch.manual_seed(self.cfg.seed)
-        super().build_model()
+        super().build_model()  # audiocraft's, then the mixins': they choose what trains (requires_grad)
+        self.build_optimizer()
+
+    def build_optimizer(self) -> None:
+        """The optimizer and schedule, built once after every mixin chose what trains (LoRA adapters,
+        `zalo.tune_text`), so the result does not depend on the mixins' order.
+
+        audiocraft's own (its parameter groups, `optim.emb_lr`) stays when everything trains and every batch is
+        an optimizer step; otherwise AdamW & co. over the trainable weights, with the schedule counted in optimizer
+        steps (`zalo.grad_acc` micro-batches each).
+        """
+        from audiocraft.solvers import builders
+
+        frozen = any(not p.requires_grad for p in self.model.parameters())
+        if not frozen and self.grad_acc == 1:
+            return
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = builders.get_optimizer(params, self.cfg.optim)
+        steps = max(1, self.total_updates // self.grad_acc)
+        self.lr_scheduler = builders.get_lr_scheduler(self.optimizer, self.cfg.schedule, steps)
 
 
 def check_segment_policy(cfg: omegaconf.DictConfig) -> None:
