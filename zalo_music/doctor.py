@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata as md
 import importlib.util
 import os
@@ -135,3 +136,20 @@ def main(probe_hub: bool = True) -> int:
     print(f"doctor: {len(checks) - len(failed) - len(warned)} ok, {len(warned)} warnings, {len(failed)} failures"
           f" (XPs in {env.dora_dir()})")
     return 1 if failed else 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    return main(probe_hub=not args.no_hub)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `doctor` to the `zalo-music` parser.
+
+    Args:
+        subparsers: what `ArgumentParser.add_subparsers()` returned.
+    """
+    from .helpfmt import HelpFormatter as fmt
+
+    d = subparsers.add_parser("doctor", formatter_class=fmt, help="check the installation and say how to fix it")
+    d.add_argument("--no-hub", action="store_true", help="skip the 2-s Hugging Face hub reachability probe")
+    d.set_defaults(func=_cmd_doctor)

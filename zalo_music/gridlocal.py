@@ -8,6 +8,7 @@ resume from their own checkpoint (that is what `dora run` does). The run ends wi
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import env
+from .argtypes import POSITIVE_INT
 from .procutil import preexec_die_with_parent, run_dora
 
 
@@ -257,3 +259,42 @@ def run_local(grid: str, gpus: list[str] | None = None, parallel: int | None = N
     print(f"grid-local {grid}: {len(todo) - failures} run, {failures} failed, {len(xps) - len(todo)} already done "
           f"in {time.time() - start:.0f}s")
     return failures
+
+
+def _cmd_grid_local(args: argparse.Namespace) -> int:
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    return 1 if run_local(args.grid, gpus=gpus, parallel=args.parallel, allow_dirty=args.allow_dirty,
+                          dry_run=args.dry_run) else 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    rows = compare(args.grid)
+    print_comparison(args.grid, rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `grid-local` and `compare` to the `zalo-music` parser.
+
+    Args:
+        subparsers: what `ArgumentParser.add_subparsers()` returned.
+    """
+    from .helpfmt import HelpFormatter as fmt
+
+    gl = subparsers.add_parser("grid-local", formatter_class=fmt,
+                        help="run every XP of a Dora grid on this machine (no SLURM), resuming, then the table")
+    gl.add_argument("grid", help="grid name under grids/ (e.g. zalo_tiny_lr_epochs)")
+    gl.add_argument("--gpus", default=None, help="comma list of GPU ids, one XP per GPU (default: CPU)")
+    gl.add_argument("--parallel", type=POSITIVE_INT, default=None, help="XPs at a time (default: number of GPUs, or 1)")
+    gl.add_argument("--allow-dirty", action="store_true",
+                    help="run from a git tree with uncommitted changes (recorded in each XP's grid_local.json)")
+    gl.add_argument("--dry-run", action="store_true", help="list the XPs and their state, run nothing")
+    gl.set_defaults(func=_cmd_grid_local)
+
+    c = subparsers.add_parser("compare", formatter_class=fmt,
+                       help="rank a grid's XPs by evaluate CLAS (else valid ce) and mark the best")
+    c.add_argument("grid", help="grid name under grids/")
+    c.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    c.set_defaults(func=_cmd_compare)

@@ -6,12 +6,14 @@ Rerunning resumes: finished clips, prepared files and the trained XP are reused.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
 from pathlib import Path
 
 from . import env
+from .argtypes import POSITIVE_INT
 from .procutil import run_dora
 
 TINY_ARGV = ["solver=zalo/tiny", "dset=zalo/demo"]
@@ -63,3 +65,22 @@ def main(extra: list[str] | None = None, clips: int = 64) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(os.environ.get("ZALO_MUSIC_QUICKSTART_ARGS", "").split() or None))
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    return main(args.overrides, clips=args.clips)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `quickstart` to the `zalo-music` parser.
+
+    Args:
+        subparsers: what `ArgumentParser.add_subparsers()` returned.
+    """
+    from .helpfmt import HelpFormatter as fmt
+
+    q = subparsers.add_parser("quickstart", formatter_class=fmt,
+                       help="main job on the demo data: build, prepare, train solver=zalo/tiny, report")
+    q.add_argument("--clips", type=POSITIVE_INT, default=64, help="number of demo clips")
+    q.add_argument("overrides", nargs="*", help="extra Hydra overrides for the tiny XP, e.g. optim.epochs=4")
+    q.set_defaults(func=_cmd_quickstart)
