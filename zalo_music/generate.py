@@ -518,30 +518,13 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         failed.update(bad)
         return done
 
-    deferred = []
     try:
         with _BatchLocks(out) as locks:
-            for batch in todo:
-                if not locks.acquire(batch, block=False):  # another run on this --out is generating it
-                    deferred.append(batch)
-                    continue
-                try:
-                    if unfinished(batch):  # re-checked under the lock: the other run may just have finished it
-                        written += run_batch(batch)
-                    else:
-                        by_other += len(batch)
-                finally:
-                    locks.release(batch)
-                bar.update(len(batch))
-            for batch in deferred:  # wait for the other run, then finish what it left undone
-                locks.acquire(batch, block=True)
-                try:
-                    if unfinished(batch):
-                        written += run_batch(batch)
-                    else:
-                        by_other += len(batch)
-                finally:
-                    locks.release(batch)
+            for batch in locks.held(todo):
+                if unfinished(batch):  # re-checked under the lock: the other run may just have finished it
+                    written += run_batch(batch)
+                else:
+                    by_other += len(batch)
                 bar.update(len(batch))
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -627,6 +610,25 @@ class _BatchLocks:
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
+
+    def held(self, batches: list) -> tp.Iterator[list]:
+        """Each batch with its lock held while the caller's loop body runs: the free ones first, then, waiting for
+        the other run, those it held (it may have finished them: the caller re-checks)."""
+        deferred = []
+        for batch in batches:
+            if not self.acquire(batch, block=False):  # another run on this --out is generating it
+                deferred.append(batch)
+                continue
+            try:
+                yield batch
+            finally:
+                self.release(batch)
+        for batch in deferred:
+            self.acquire(batch, block=True)
+            try:
+                yield batch
+            finally:
+                self.release(batch)
 
     @staticmethod
     def _offset(batch: list) -> int:
