@@ -8,6 +8,7 @@ import treetable as tt
 from audiocraft.grids.musicgen._explorers import LMExplorer
 
 from zalo_music.gridlocal import rank
+from zalo_music.metrics.registry import table_columns
 
 
 class ZaloExplorer(LMExplorer):
@@ -43,16 +44,14 @@ class ZaloExplorer(LMExplorer):
         return ["train", "valid", "evaluate"]
 
     def get_grid_metrics(self):
-        """audiocraft's train/valid groups, then evaluate ce/ppl and CLAP, FAD, FAS, CLAS."""
+        """audiocraft's train/valid groups, then evaluate ce/ppl and the registry's table metrics (CLAP, FAD, FAS,
+        CLAS, ...)."""
         return [
             *super().get_grid_metrics(),
             tt.group("evaluate", [
                 tt.leaf("ce", ".4f"),
                 tt.leaf("ppl", ".3f"),
-                tt.leaf("clap", ".4f"),
-                tt.leaf("fad", ".4f"),
-                tt.leaf("fas", ".4f"),
-                tt.leaf("clas", ".4f"),
+                *(tt.leaf(name, ".4f") for name in table_columns()),  # zalo_music/metrics/registry.py
                 tt.leaf("rank"),
             ], align=">"),
         ]

@@ -115,6 +115,35 @@ def test_scores_independent_of_item_order():
     np.testing.assert_allclose(cos1[perm], cos2)
 
 
+def test_every_metric_of_the_registry_computes_and_optional_ones_switch():
+    """Each `registry.METRICS` entry computes a finite value on real-shaped embeddings (FAD-infinity switched
+    on); `clap_p10` is the 10th percentile of the per-clip CLAP; a switch off removes its metric; the real
+    recipe declares a switch for every optional metric."""
+    import dataclasses
+
+    from zalo_music.metrics.eval_settings import settings_from_cfg
+    from zalo_music.metrics.registry import METRICS, enabled
+    from zalo_music.train import main
+
+    rng = np.random.default_rng(4)
+    t, a = rng.normal(size=(40, 16)), rng.normal(size=(40, 16)) + 0.3 * rng.normal(size=(1, 16))
+    ref = GaussianStats.from_embeddings(rng.normal(size=(60, 16)))
+    settings = ClasSettings(fad_inf=True, fad_inf_sizes=(20, 30, 40))
+    m, cos = scores_from_embeddings(t, a, ref, settings)
+    assert set(m) == {metric.name for metric in METRICS} | {"n_items"}
+    assert all(np.isfinite(m[metric.name]) for metric in METRICS)
+    assert m["clap_p10"] == pytest.approx(np.percentile(cos, 10)) and m["clap_p10"] < m["clap"]
+    off = dataclasses.replace(settings, metrics=enabled({"clap_p10": False}))
+    assert "clap_p10" not in scores_from_embeddings(t, a, ref, off)[0]
+    with pytest.raises(ValueError, match="zalo.eval.metrics.nope: no such optional metric"):
+        enabled({"nope": True})
+    cfg = main.get_xp(["solver=zalo/musicgen_small_ft", "zalo.eval.clas=true"]).cfg
+    assert set(cfg.zalo.eval.metrics) == {metric.name for metric in METRICS if metric.optional}
+    assert "clap_p10" in settings_from_cfg(cfg).metrics
+    cfg = main.get_xp(["solver=zalo/musicgen_small_ft", "zalo.eval.clas=true", "zalo.eval.metrics.clap_p10=false"]).cfg
+    assert "clap_p10" not in settings_from_cfg(cfg).metrics
+
+
 def test_fad_infinity_removes_small_sample_bias():
     rng = np.random.default_rng(4)
     d = 4

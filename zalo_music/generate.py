@@ -365,8 +365,6 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         raise ValueError(f"--batch-size {gen.batch_size}: must be at least 1")
     if not gen.duration > 0 or gen.sample_rate <= 0:
         raise ValueError(f"--duration {gen.duration} / --sample-rate {gen.sample_rate}: must be positive")
-    if gen.candidates < 1:
-        raise ValueError(f"--candidates {gen.candidates}: must be at least 1")
     from .fast_decoder import check_decoder, check_supported
 
     check_decoder(gen.decoder)

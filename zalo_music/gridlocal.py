@@ -141,8 +141,8 @@ def compare(grid: str, xps: list[LocalXP] | None = None) -> list[dict]:
         except (OSError, ValueError):
             history = []
         rows.append({"sig": x.sig, "epochs": f"{len(history)}/{x.epochs}",
-                     "valid_ce": _last(history, "valid", "ce"), "clap": _last(history, "evaluate", "clap"),
-                     "fas": _last(history, "evaluate", "fas"), "clas": _last(history, "evaluate", "clas"),
+                     "valid_ce": _last(history, "valid", "ce"),
+                     **{name: _last(history, "evaluate", name) for name in _columns()},
                      "argv": " ".join(x.argv)})
     for row, r in zip(rows, rank([(row["clas"], row["valid_ce"]) for row in rows]), strict=True):
         row["rank"], row["best"] = r, r == 1
@@ -163,11 +163,19 @@ def print_comparison(grid: str, rows: list[dict], title: str | None = None) -> N
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.4f}"
 
+    columns = _columns()
     print(title or f"grid {grid}, ranked by {metric}:")
-    print(f"  {'':1} {'sig':8} {'epochs':>7} {'valid ce':>9} {'clap':>7} {'fas':>7} {'clas':>7}  overrides")
+    print(f"  {'':1} {'sig':8} {'epochs':>7} {'valid ce':>9} " + " ".join(f"{c:>8}" for c in columns) + "  overrides")
     for r in rows:
-        print(f"  {'*' if r['best'] else ' '} {r['sig']:8} {r['epochs']:>7} {f(r['valid_ce']):>9} {f(r['clap']):>7} "
-              f"{f(r['fas']):>7} {f(r['clas']):>7}  {r['argv']}")
+        print(f"  {'*' if r['best'] else ' '} {r['sig']:8} {r['epochs']:>7} {f(r['valid_ce']):>9} "
+              + " ".join(f"{f(r.get(c)):>8}" for c in columns) + f"  {r['argv']}")
+
+
+def _columns() -> list[str]:
+    """The evaluate metrics `compare` shows (metrics/registry.py decides which)."""
+    from .metrics.registry import table_columns
+
+    return table_columns()
 
 
 def git_state(root: Path) -> dict:

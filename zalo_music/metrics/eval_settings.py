@@ -11,6 +11,7 @@ import omegaconf
 
 from .clap import ClapSpec
 from .evaluator import ClasSettings
+from .registry import enabled
 
 
 def clap_spec_from_cfg(cfg: omegaconf.DictConfig, device: str | None) -> ClapSpec:
@@ -50,7 +51,8 @@ def settings_from_cfg(cfg: omegaconf.DictConfig) -> ClasSettings | None:
     return ClasSettings(
         clap=clap_spec_from_cfg(cfg, str(cfg.device)), fad_tau=float(block.fad_tau), fad_inf=bool(block.fad_inf),
         fad_inf_sizes=tuple(int(s) for s in sizes) if sizes else None,
-        fad_inf_method=str(block.fad_inf_method), stats_cache=stats_cache_from_cfg(cfg))
+        fad_inf_method=str(block.fad_inf_method), stats_cache=stats_cache_from_cfg(cfg),
+        metrics=enabled(dict(block.metrics or {})))
 
 
 def reference_path(cfg: omegaconf.DictConfig) -> str:

@@ -11,7 +11,8 @@ import numpy as np
 
 from .audio import ClipReadError, WindowInfo, load_clip_window
 from .clap import ClapEmbedder, ClapSpec, clap_cosines
-from .fad import GaussianStats, clas, fad_from_stats, fad_infinity, fas
+from .fad import GaussianStats
+from .registry import FAD_MIN_RELIABLE_N, enabled  # noqa: F401  (FAD_MIN_RELIABLE_N: re-exported for callers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ClasSettings:
         fad_inf_method: "subsets" (without replacement, N/5..N) or "bootstrap" (fadtk's: with replacement,
             25 sizes from 500 to N), see `fad.fad_infinity`.
         stats_cache: folder of cached reference statistics (None: no cache).
+        metrics: the metrics that run (`registry.enabled`: the required ones and the optional ones switched on).
     """
 
     clap: ClapSpec = ClapSpec()
@@ -34,6 +36,7 @@ class ClasSettings:
     fad_inf_sizes: tuple[int, ...] | None = None
     fad_inf_method: str = "subsets"
     stats_cache: str | None = None
+    metrics: tuple[str, ...] = enabled()
 
 
 def is_empty_description(text: tp.Any) -> bool:
@@ -90,45 +93,24 @@ def embed_files(embedder: ClapEmbedder, files: tp.Sequence[str | os.PathLike], b
     return (np.concatenate(embs) if embs else np.zeros((0, 512))), infos, failed
 
 
-#: CLAP embedding dimension: FAD from fewer generated clips than this is strongly biased upwards.
-FAD_MIN_RELIABLE_N = 512
-
-
 def scores_from_embeddings(text_emb: np.ndarray, audio_emb: np.ndarray, ref: GaussianStats | None,
                            settings: ClasSettings, warnings: list[str] | None = None) -> tuple[dict, np.ndarray]:
-    """Every metric from matching text/audio embeddings and reference statistics.
+    """Every enabled metric (`registry.METRICS`) from matching text/audio embeddings and reference statistics.
 
     Args:
         text_emb: `[N, D]` description embeddings.
         audio_emb: `[N, D]` embeddings of the generated clips, row i matching description i.
-        ref: statistics of the reference set (None: CLAP only).
-        settings: tau, FAD-infinity.
+        ref: statistics of the reference set (None: the metrics that need none).
+        settings: tau, FAD-infinity, the optional metrics switched on.
         warnings: when given, human-readable caveats are appended to it (small N, FAD-inf subsets).
     Returns:
-        `(metrics, per_item_cosines)`; metrics has `clap` and, with a reference, `fad`, `fas`, `clas`
-        (+ `fad_inf`, `fas_inf`, `clas_inf` when enabled).
+        `(metrics, per_item_cosines)`; metrics has `n_items`, `clap` and, with a reference, `fad`, `fas`, `clas`
+        (+ `fad_inf`, `fas_inf`, `clas_inf` when enabled), and the optional metrics switched on.
     """
+    from .registry import Inputs, compute_all
+
     warnings = warnings if warnings is not None else []
     cos = clap_cosines(text_emb, audio_emb)
-    metrics: dict = {"clap": float(cos.mean()) if cos.size else float("nan"), "n_items": int(cos.size)}
-    if ref is not None:
-        fad = fad_from_stats(GaussianStats.from_embeddings(audio_emb), ref)
-        metrics.update(fad=fad, fas=fas(fad, settings.fad_tau))
-        metrics["clas"] = clas(metrics["clap"], metrics["fas"])
-        n = audio_emb.shape[0]
-        if n < FAD_MIN_RELIABLE_N:
-            warnings.append(
-                f"FAD from N={n} generated clips (< {FAD_MIN_RELIABLE_N}, the CLAP embedding dimension) is "
-                "strongly biased upwards and depends on N: compare FAD/FAS/CLAS only between runs with the same "
-                "N, or use the N-independent estimate (--fad-inf, zalo.eval.fad_inf=true)")
-        if ref.n < FAD_MIN_RELIABLE_N:
-            warnings.append(f"FAD reference has only {ref.n} clips (< {FAD_MIN_RELIABLE_N}): its covariance is "
-                            "rank-deficient; FAD values are only comparable against this same reference")
-        if settings.fad_inf:
-            inf = fad_infinity(audio_emb, ref, settings.fad_inf_sizes, method=settings.fad_inf_method)
-            warnings.extend(inf["warnings"])
-            metrics["fad_inf"] = inf["fad_inf"]
-            # The extrapolation can dip below 0 by noise; a distance is never negative.
-            metrics["fas_inf"] = fas(max(inf["fad_inf"], 0.0), settings.fad_tau)
-            metrics["clas_inf"] = clas(metrics["clap"], metrics["fas_inf"])
-    return metrics, cos
+    inputs = Inputs(text_emb, audio_emb, cos, ref, settings, {}, warnings)
+    metrics = compute_all(inputs, settings.metrics)
+    return {**metrics, "n_items": int(cos.size)}, cos

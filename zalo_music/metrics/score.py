@@ -17,6 +17,7 @@ import numpy as np
 
 from .evaluator import ClasSettings, embed_files, is_empty_description, scores_from_embeddings
 from .fad import clas
+from .registry import METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def format_report(report: dict) -> str:
     m = report["metrics"]
     c = report.get("completeness", {})
     lines = [f"{'metric':<10} {'value':>10}"]
-    for name in ("clap", "fad", "fas", "clas", "fad_inf", "fas_inf", "clas_inf", "n_items"):
+    for name in [*(metric.name for metric in METRICS), "n_items"]:
         if name in m:
             lines.append(f"{name:<10} {m[name]:>10.4f}" if name != "n_items" else f"{name:<10} {m[name]:>10d}")
     if c and not c["complete"]:
