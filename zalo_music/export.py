@@ -12,8 +12,6 @@ model) stay in the file. Peak RAM is about the size of the LM's best state plus 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import env
-from .fileio import atomic_path, remove_stale_temps_of
+from .fileio import atomic_dir, atomic_path
 
 
 def resolve_xp_folder(ref: str | Path) -> Path:
@@ -152,10 +150,7 @@ def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False, keep_ad
     pkg = open_checkpoint(folder / "checkpoint.th")
     cfg = pkg["xp.cfg"]
     history = pkg.get("history", [])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps_of(out)  # the temporary folder of a killed export (gigabytes at musicgen-small's size)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         export_lm_state(pkg, tmp / "state_dict.bin", folder / "checkpoint.th")
         _export_codec(cfg, tmp / "compression_state_dict.bin")
         if keep_adapters:
@@ -175,10 +170,4 @@ def export_xp(ref: str | Path, out_dir: str | Path, force: bool = False, keep_ad
                 "solver": str(cfg.solver), "compression_model": str(cfg.compression_model_checkpoint),
                 "sample_rate": int(cfg.sample_rate), "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (tmp / "zalo_export.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out

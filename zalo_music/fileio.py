@@ -243,6 +243,31 @@ def atomic_path(path: str | os.PathLike, verify: tp.Callable[[Path], tp.Any] | N
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> tp.Iterator[Path]:
+    """Yield a temporary folder beside `path`; it replaces `path` (a folder) only if the block succeeds.
+
+    A killed writer's temporary folders (an hour old: `remove_stale_temps_of`) are removed first.
+
+    Args:
+        path: the final folder. Its parent is created if needed.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps_of(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def _json_text(obj: tp.Any, indent: int | None) -> str:
     text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"
     try:

@@ -11,8 +11,6 @@ generation config with the XP's decoding and a model card.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -157,7 +155,7 @@ def export_transformers(ref: str | Path, out_dir: str | Path, force: bool = Fals
 
     from . import env
     from .export import export_xp
-    from .fileio import remove_stale_temps_of
+    from .fileio import atomic_dir
 
     source = Path(str(ref))
     if not (source / "state_dict.bin").is_file():  # an XP: its audiocraft export first (LoRA merged there)
@@ -179,20 +177,11 @@ def export_transformers(ref: str | Path, out_dir: str | Path, force: bool = Fals
     model.generation_config = _generation_config(settings, int(cfg.transformer_lm.card))
     processor = MusicgenProcessor(feature_extractor=EncodecFeatureExtractor.from_pretrained(codec),
                                   tokenizer=AutoTokenizer.from_pretrained(t5_name(cfg)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps_of(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(meta, cfg, settings, codec), encoding="utf-8")
         (tmp / "zalo_export.json").write_text(json.dumps({**meta, "format": "transformers"}, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 
