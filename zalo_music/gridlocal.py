@@ -143,7 +143,7 @@ def compare(grid: str, xps: list[LocalXP] | None = None) -> list[dict]:
         rows.append({"sig": x.sig, "epochs": f"{len(history)}/{x.epochs}",
                      "valid_ce": _last(history, "valid", "ce"),
                      **{name: _last(history, "evaluate", name) for name in _columns()},
-                     "argv": " ".join(x.argv)})
+                     "gpu_hours": _device_hours(history), "argv": " ".join(x.argv)})
     for row, r in zip(rows, rank([(row["clas"], row["valid_ce"]) for row in rows]), strict=True):
         row["rank"], row["best"] = r, r == 1
     rows.sort(key=lambda row: (row["rank"] is None, row["rank"] or 0))
@@ -165,10 +165,19 @@ def print_comparison(grid: str, rows: list[dict], title: str | None = None) -> N
 
     columns = _columns()
     print(title or f"grid {grid}, ranked by {metric}:")
-    print(f"  {'':1} {'sig':8} {'epochs':>7} {'valid ce':>9} " + " ".join(f"{c:>8}" for c in columns) + "  overrides")
+    print(f"  {'':1} {'sig':8} {'epochs':>7} {'valid ce':>9} " + " ".join(f"{c:>8}" for c in columns)
+          + f" {'dev-h':>7}  overrides")
     for r in rows:
+        hours = "-" if r.get("gpu_hours") is None else f"{r['gpu_hours']:.3f}"
         print(f"  {'*' if r['best'] else ' '} {r['sig']:8} {r['epochs']:>7} {f(r['valid_ce']):>9} "
-              + " ".join(f"{f(r.get(c)):>8}" for c in columns) + f"  {r['argv']}")
+              + " ".join(f"{f(r.get(c)):>8}" for c in columns) + f" {hours:>7}  {r['argv']}")
+
+
+def _device_hours(history: list[dict]) -> float | None:
+    """Device-hours (GPU-hours on GPUs) an XP's train stages took: the sum of their `device_seconds`
+    (zalo_music/solvers/throughput.py; None for XPs trained before it reported them)."""
+    seconds = [h["train"]["device_seconds"] for h in history if "device_seconds" in h.get("train", {})]
+    return sum(seconds) / 3600 if seconds else None
 
 
 def _columns() -> list[str]:
