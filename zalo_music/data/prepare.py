@@ -407,10 +407,14 @@ def _work(args: tuple) -> tuple[str, dict]:
         return item.key, {"error": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
 
 
+#: Bytes a window may take beyond its 16-bit samples: FLAC framing (a verbatim frame at worst) and its sidecar.
+WINDOW_OVERHEAD_BYTES = 8192
+
+
 def _disk_need(exc: DiskFull, jobs: list, finished: int, rows: list[dict]) -> DiskFull:
     """`exc`, naming the room the jobs after the first `finished` need: their source bytes times the
-    output/source byte ratio of the recordings this run holds (resumed ones included). With none yet, it says
-    how many are left."""
+    output/source byte ratio of the recordings this run holds (resumed ones included); with none yet, a bound
+    from each recording's length (its header) and the 16-bit windows it gives."""
     def size(path: str | Path) -> int:
         try:
             return Path(path).stat().st_size
@@ -421,10 +425,21 @@ def _disk_need(exc: DiskFull, jobs: list, finished: int, rows: list[dict]) -> Di
     out_bytes = sum(size(r["path"]) + size(Path(r["path"]).with_suffix(".json")) for r in rows)
     in_bytes = sum(size(source[key]) for key in {r["recording"] for r in rows})
     left = jobs[finished:]
-    if not out_bytes or not in_bytes:
+    if out_bytes and in_bytes:
+        each = out_bytes / in_bytes * sum(size(item.source) for item, _, _ in left) / len(left)
+        return exc.with_need(len(left), "recordings", each)
+    bounds = []
+    for item, _, windowing in left:
+        try:
+            seconds = sf.info(str(item.source)).duration
+        except Exception:  # noqa: BLE001 - a header libsndfile cannot read: left out of the mean
+            continue
+        hop_seconds = windowing.hop / windowing.sample_rate
+        windows = 1 + max(0, math.ceil((seconds - windowing.clip_seconds) / hop_seconds))  # the tail included
+        bounds.append(windows * (2 * windowing.clip + WINDOW_OVERHEAD_BYTES))
+    if not bounds:
         return exc.with_need(len(left), "recordings", None)
-    each = out_bytes / in_bytes * sum(size(item.source) for item, _, _ in left) / len(left)
-    return exc.with_need(len(left), "recordings", each)
+    return exc.with_need(len(left), "recordings", sum(bounds) / len(bounds), bound="at most")
 
 
 def _pool_map(fn: tp.Callable, jobs: list, workers: int, desc: str, quiet: bool, unit: str = "clip") -> tp.Iterator:
