@@ -261,11 +261,12 @@ def _transformers_files(name: str) -> tuple[Path, list[Path]] | None:
         if not weights:
             raise FileNotFoundError(f"{path}: a transformers MusicGen config without model*.safetensors weights")
         return path / "config.json", weights
+    from audiocraft.models.loaders import get_audiocraft_cache_dir
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
-    try:
-        hf_hub_download(name, "state_dict.bin")
+    try:  # into the cache audiocraft's loader reads next, so the file is fetched once
+        hf_hub_download(name, "state_dict.bin", cache_dir=get_audiocraft_cache_dir())
         return None  # audiocraft's own format is there (Meta's repos hold both): audiocraft loads it
     except EntryNotFoundError:
         pass
