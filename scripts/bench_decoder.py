@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -116,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     count = (lambda t: len(tokenizer(t)["input_ids"])) if tokenizer else len
     median = sorted(texts, key=count)[len(texts) // 2]
     measure(model, texts[:1], 0.1, a.seed)  # warm-up: first-call allocations of both paths
-    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-                          "date": time.strftime("%Y-%m-%d")},
+    import benchkit
+
+    result = {**benchkit.result_header(__file__, argv if argv is not None else sys.argv[1:]),
+              "threads": torch.get_num_threads(),
               "model": "facebook/musicgen-small " + ("(stand-in: random weights)" if a.standins else ""),
               "texts": a.texts if Path(a.texts).is_file() else "demo descriptions", "runs": []}
     for batch, duration in plan:

@@ -27,21 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _write_clips(folder: Path, n: int, seconds: float, seed: int) -> dict[str, str]:
-    import numpy as np
-    import soundfile as sf
+    """16 kHz clips with Zalo-style ids (`benchkit.synthetic_clips`)."""
+    import benchkit
 
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    sr = 16_000
-    t = np.arange(int(seconds * sr)) / sr
-    out = {}
-    for i in range(n):
-        hz = 110 * 2 ** (rng.integers(0, 36) / 12)
-        wav = 0.4 * np.sin(2 * np.pi * hz * t) * np.exp(-t * rng.uniform(0.5, 4)) + 0.02 * rng.normal(size=t.size)
-        key = f"{1_700_000_000 + i}.0000000.mp3"  # Zalo-style id
-        sf.write(folder / key, wav.astype("float32"), sr, format="MP3")
-        out[key] = f"a {'calm' if hz < 300 else 'bright'} tone number {i}"
-    return out
+    return benchkit.synthetic_clips(folder, n, seconds, seed, sample_rate=16_000,
+                                    key=lambda i: f"{1_700_000_000 + i}.0000000.mp3")
 
 
 def main(argv: list[str] | None = None) -> int:

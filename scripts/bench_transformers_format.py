@@ -16,12 +16,13 @@ texts and codes reports:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+import benchkit
 
 TEXTS = ["calm piano with soft strings and rain", "energetic edm, heavy drums and a bright synth lead"]
 
@@ -60,8 +61,7 @@ def main() -> None:
     lm = ours.lm.eval()
     theirs = MusicgenForConditionalGeneration.from_pretrained(out).eval()
     processor = AutoProcessor.from_pretrained(out)
-    figures: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
-                     "date": time.strftime("%Y-%m-%d"), "export_s": round(export_s, 1),
+    figures: dict = {**benchkit.result_header(__file__, sys.argv[1:]), "export_s": round(export_s, 1),
                      "layers": len(lm.transformer.layers)}
     codes = torch.randint(0, lm.card, (1, lm.num_codebooks, 50), generator=torch.Generator().manual_seed(1))
     worst, top = 0.0, 0.0
@@ -108,9 +108,7 @@ def main() -> None:
             theirs.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0, max_length=steps)
         times["transformers"].append(time.time() - t)
     figures["seconds_per_audio_second_batch2"] = {k: round(min(v) / args.seconds, 2) for k, v in times.items()}
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    benchkit.write_result(figures, args.json)
 
 
 if __name__ == "__main__":

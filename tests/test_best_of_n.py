@@ -20,7 +20,7 @@ import torch
 
 from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
 from tests.conftest import PROJECT, TINY_ARGV, write_demo_texts
-from zalo_music.generate import _BatchLocks
+from zalo_music.batches import BatchLocks as _BatchLocks
 
 SEED, BATCH, DURATION, N_ITEMS = 5, 4, 2.0, 6
 LOCK = _BatchLocks.NAME  # the batch-lock file every generate keeps in --out
@@ -64,7 +64,9 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_candidates_1_is_todays_bytes(model, texts, tmp_path):
     """--candidates 1 (the default) is today's code path: same bytes as the pre-best-of-N generate.py (from git
     when the history is there) and as the batch rebuilt from its primitives; no CLAP, no report."""
+    from zalo_music import clips
     from zalo_music import generate as g
+    from zalo_music.batches import batch_seed
 
     assert g.GenerationConfig().candidates == 1
     g.generate("tiny", texts, tmp_path / "one", _gen(candidates=1), model=model, quiet=True)
@@ -75,10 +77,10 @@ def test_candidates_1_is_todays_bytes(model, texts, tmp_path):
     # The first batch by hand: seed from (seed, ids), one LM pass, post-processing, MP3.
     ids = sorted(json.loads(texts.read_text()))
     descriptions = json.loads(texts.read_text())
-    torch.manual_seed(g.batch_seed(SEED, ids[:BATCH]))
+    torch.manual_seed(batch_seed(SEED, ids[:BATCH]))
     with torch.inference_mode():
         wavs = g.generate_batch(model, [descriptions[k] for k in ids[:BATCH]])
-    g.write_mp3(tmp_path / "by_hand.mp3", g.postprocess(wavs[0], model.sample_rate, 32000, DURATION), 32000)
+    clips.write_mp3(tmp_path / "by_hand.mp3", clips.postprocess(wavs[0], model.sample_rate, 32000, DURATION), 32000)
     assert (tmp_path / "by_hand.mp3").read_bytes() == one[ids[0]]
 
     # The generate.py before best-of-N (commit 705b9cf), when this checkout has it.
@@ -191,7 +193,7 @@ def test_fas_aware_objective_trades_clap_for_distance_to_the_reference_mean(monk
 
 
 def test_from_xp_takes_the_xp_settings_and_refuses_contradicting_options(monkeypatch, capsys):
-    from zalo_music import generate as g
+    from zalo_music import generate_settings as g
     from zalo_music.cli import build_parser
     from zalo_music.metrics.clap import ClapSpec
     from zalo_music.rerank import RerankOptions

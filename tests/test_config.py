@@ -169,7 +169,8 @@ def _read_every_zalo_key(cfg) -> dict:
     """Call every function that reads `zalo.*` on `cfg` (struct mode: an undeclared key raises)."""
     from types import SimpleNamespace
 
-    from zalo_music.generate import generation_config_from_cfg, rerank_options_from_cfg
+    from zalo_music.decoding import from_cfg as generation_config_from_cfg
+    from zalo_music.metrics.eval_settings import rerank_options_from_cfg
     from zalo_music.metrics.solver_eval import reference_path, settings_from_cfg
     from zalo_music.solvers.lora import LoraSettings
     from zalo_music.solvers.musicgen import ZaloMusicGenSolver, check_segment_policy

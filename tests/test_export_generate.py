@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from tests.conftest import SHARED
-from zalo_music.generate import _BatchLocks
+from zalo_music.batches import BatchLocks as _BatchLocks
 
 pytestmark = pytest.mark.e2e
 LOCK = _BatchLocks.NAME  # the batch-lock file every generate keeps in --out
@@ -90,12 +90,13 @@ def test_generate_writes_exact_clips_and_a_valid_zip(model, exported, test_json,
 
 
 def test_interrupted_run_finishes_with_identical_bytes(model, exported, test_json, tmp_path, monkeypatch):
+    from zalo_music import clips
     from zalo_music import generate as g
 
     gen = g.GenerationConfig(batch_size=16, seed=7)
     g.generate(str(exported), test_json, tmp_path / "full", gen, model=model, quiet=True)
 
-    real_write, calls = g.write_mp3, {"n": 0}
+    real_write, calls = clips.write_mp3, {"n": 0}
 
     def dying_write(path, audio, sr):
         calls["n"] += 1
@@ -103,10 +104,10 @@ def test_interrupted_run_finishes_with_identical_bytes(model, exported, test_jso
             raise KeyboardInterrupt
         real_write(path, audio, sr)
 
-    monkeypatch.setattr(g, "write_mp3", dying_write)
+    monkeypatch.setattr(clips, "write_mp3", dying_write)
     with pytest.raises(KeyboardInterrupt):
         g.generate(str(exported), test_json, tmp_path / "resumed", gen, model=model, quiet=True)
-    monkeypatch.setattr(g, "write_mp3", real_write)
+    monkeypatch.setattr(clips, "write_mp3", real_write)
     left = sorted(p.name for p in (tmp_path / "resumed").iterdir() if p.name != LOCK)
     assert 16 <= len(left) < 32 and all(not n.startswith(".") for n in left)  # no partial file
     summary = g.generate(str(exported), test_json, tmp_path / "resumed", gen, model=model, quiet=True)

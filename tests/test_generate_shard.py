@@ -39,7 +39,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_shard_assigns_whole_batches_round_robin():
     """Batch k goes to shard k mod n; shards are disjoint, cover every batch, and keep batches whole."""
-    from zalo_music.generate import make_batches, shard
+    from zalo_music.batches import make_batches, shard
 
     items = [(f"{k:02d}.mp3", "t", Path(f"{k:02d}.mp3")) for k in range(N_ITEMS)]
     batches = make_batches(items, BATCH)

@@ -248,14 +248,14 @@ def test_concurrent_run_waits_for_a_batch_another_run_holds(tmp_path):
     js = _gen_json(tmp_path, 4)
     out = tmp_path / "o"
     out.mkdir()
-    from zalo_music.generate import batch_seed
+    from zalo_music.batches import batch_seed
 
     offset = batch_seed(0, ["000.mp3", "001.mp3"]) % (2**40)
     # the holder is another machine sharing --out: its own temp folder (the lock must live in --out)
     code = f"""
 import fcntl, os, sys, time
 from pathlib import Path
-from zalo_music.generate import _BatchLocks
+from zalo_music.batches import BatchLocks as _BatchLocks
 fd = os.open(_BatchLocks(Path({str(out)!r})).path, os.O_RDWR | os.O_CREAT)
 fcntl.lockf(fd, fcntl.LOCK_EX, 1, {offset})
 print("locked", flush=True)

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from zalo_music import webdemo
-from zalo_music.generate import MAX_DESCRIPTION_CHARS
+from zalo_music.data.zalo_json import MAX_DESCRIPTION_CHARS
 
 
 class FakeMusicGen:

@@ -9,7 +9,7 @@ from .argtypes import POSITIVE_FLOAT, POSITIVE_INT, number, printable
 
 
 def _shard(text: str) -> str:
-    from .generate import parse_shard
+    from .batches import parse_shard
 
     try:
         parse_shard(text)
@@ -19,10 +19,11 @@ def _shard(text: str) -> str:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate, settings_from_args
+    from .generate import generate
+    from .generate_settings import settings_from_args
     from .submission import validate, write_zip
 
-    model_spec, gen, rerank = settings_from_args(args)  # --candidates, --from-xp (zalo_music/generate.py)
+    model_spec, gen, rerank = settings_from_args(args)  # --candidates, --from-xp (generate_settings.py)
     summary = generate(model_spec, args.json, args.out, gen, shard_spec=args.shard, device=args.device,
                        rerank=rerank)
     zip_path = args.zip or args.zip_partial

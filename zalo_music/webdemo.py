@@ -221,7 +221,8 @@ class DemoBackend:
         import torch
 
         from .fileio import atomic_path
-        from .generate import generate_batch, postprocess, text_truncator, write_mp3
+        from .clips import postprocess, write_mp3
+        from .generate import generate_batch, text_truncator
 
         text = validate_description(text, self.max_chars)
         duration, top_k, temperature, cfg_coef, seed, fmt = _check_options(

@@ -1,0 +1,226 @@
+"""What every benchmark script shares: the machine it ran on, synthetic clips, a timed step loop, peak memory,
+and one JSON result with the command that reproduces it.
+
+Scripts import it as `benchkit` (Python puts a script's own folder first on `sys.path`). Package code is called,
+never copied: a benchmark measures the functions users run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import typing as tp
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict:
+    """The CPU, cores, memory, GPUs and the versions of the stack a figure was measured with."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+                  "platform": platform.platform()}
+    try:
+        info["mem_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
+    except (ValueError, OSError):
+        pass
+    from importlib import metadata
+
+    for pkg in ("torch", "audiocraft", "numpy", "transformers", "laion-clap"):
+        try:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            info[pkg] = None
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        if gpu.returncode == 0 and gpu.stdout.strip():
+            info["gpu"] = gpu.stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def command(script: str | Path, argv: list[str]) -> str:
+    """The command line that reproduces a run, relative to the project root when the script is inside it.
+
+    Args:
+        script: the script's `__file__`.
+        argv: its arguments.
+    """
+    path = Path(script).resolve()
+    shown = str(path.relative_to(PROJECT)) if path.is_relative_to(PROJECT) else str(script)
+    return shlex.join([".venv/bin/python", shown, *argv])
+
+
+def result_header(script: str | Path, argv: list[str]) -> dict:
+    """The fields every result starts with: command, date (UTC), machine, load average."""
+    return {"command": command(script, argv), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(), "load_average_start": os.getloadavg()}
+
+
+def write_result(result: dict, path: str | Path | None) -> None:
+    """Print `result` as JSON and, when `path` is given, write it there too.
+
+    Args:
+        result: the figures (a `result_header` first).
+        path: the `--json` file, or None.
+    """
+    text = json.dumps(result, indent=1, default=str)
+    if path:
+        Path(path).write_text(text)
+    print(text)
+
+
+def synthetic_clips(folder: Path, n: int, seconds: float, seed: int, sample_rate: int = 32_000,
+                    key: tp.Callable[[int], str] = lambda i: f"{1_700_000_000 + i}.mp3") -> dict[str, str]:
+    """`n` mono MP3s of decaying tones in noise (what `generate` writes), and a description for each.
+
+    Args:
+        folder: where the files go (created).
+        n: clips.
+        seconds: length of each clip.
+        seed: numpy seed (pitch, decay, noise).
+        sample_rate: their rate.
+        key: file name of clip `i`.
+    Returns:
+        `{file name: description}`, a Zalo JSON's content.
+    """
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    out = {}
+    for i in range(n):
+        hz = 110 * 2 ** (rng.integers(0, 36) / 12)
+        wav = 0.4 * np.sin(2 * np.pi * hz * t) * np.exp(-t * rng.uniform(0.5, 4)) + 0.02 * rng.normal(size=t.size)
+        name = key(i)
+        sf.write(folder / name, wav.astype("float32"), sample_rate, format="MP3")
+        out[name] = f"a {'calm' if hz < 300 else 'bright'} piano melody with soft drums, number {i}"
+    return out
+
+
+def sync(device: str) -> None:
+    """Wait for the GPU's queued work, so a wall-clock reading covers it."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def timed_steps(step: tp.Callable[[int], tp.Any], n: int, warmup: int = 1, device: str = "cpu") -> dict:
+    """Run `step(i)` `warmup` times untimed, then `n` times timed, each reading synchronised with the device.
+
+    Args:
+        step: one unit of work; gets its index.
+        n: timed steps (>= 1).
+        warmup: untimed steps first (first-call allocations, kernel choice).
+        device: where the work runs.
+    Returns:
+        `steps`, `each_s` (per step), `median_s`, `mean_s`, `total_s`.
+    """
+    for i in range(warmup):
+        step(i)
+    sync(device)
+    each = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        step(warmup + i)
+        sync(device)
+        each.append(time.perf_counter() - t0)
+    return {"steps": n, "each_s": [round(x, 4) for x in each], "median_s": round(statistics.median(each), 4),
+            "mean_s": round(statistics.fmean(each), 4), "total_s": round(sum(each), 3)}
+
+
+def _vm(field: str) -> int | None:
+    """`VmHWM`/`VmRSS` of this process in kB (None where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Peak:
+    """Peak memory of one measured mode: VmHWM reset at start (Linux clear_refs 5), CUDA peak stats reset.
+
+    Args:
+        device: `cpu` or `cuda`.
+    """
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def __enter__(self) -> Peak:
+        self.reset_ok = False
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.reset_ok = True
+        except OSError:
+            pass
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        hwm = _vm("VmHWM")
+        self.rss_mb = round(hwm / 1024) if hwm else None
+        if not self.reset_ok:
+            import resource
+
+            self.rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        self.cuda_mb = None
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            self.cuda_mb = round(torch.cuda.max_memory_allocated() / 2 ** 20)
+
+    def figures(self) -> dict:
+        """`peak_rss_mb` (and its scope: this mode or the whole process), `cuda_max_allocated_mb` on CUDA."""
+        out = {"peak_rss_mb": self.rss_mb, "peak_rss_scope": "mode" if self.reset_ok else "process"}
+        if self.cuda_mb is not None:
+            out["cuda_max_allocated_mb"] = self.cuda_mb
+        return out
+
+
+def merge_peak(acc: dict, peak: Peak) -> None:
+    """Keep in `acc` the largest peak of a mode measured over several rounds."""
+    for k, v in peak.figures().items():
+        if isinstance(v, int | float):
+            acc[k] = max(acc.get(k) or 0, v)
+        else:
+            acc[k] = v
+
+
+def process_peak() -> dict:
+    """The whole process's peak RSS so far."""
+    import resource
+
+    return {"process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def ensure_project_on_path() -> None:
+    """Make `zalo_music` importable from a checkout that is not installed (a bare device machine)."""
+    if str(PROJECT) not in sys.path:
+        sys.path.insert(0, str(PROJECT))

@@ -1,0 +1,61 @@
+"""The Markdown table `bench_fullshape.py` prints from its JSON result."""
+
+from __future__ import annotations
+
+
+def _fmt_rss(d: dict) -> str:
+    s = f"{d.get('peak_rss_mb', '?'):,}" if isinstance(d.get("peak_rss_mb"), int) else "?"
+    if d.get("cuda_max_allocated_mb") is not None:
+        s += f" / {d['cuda_max_allocated_mb']:,} cuda"
+    return s
+
+
+def table(res: dict) -> str:
+    rows = ["| section | mode | figure | peak RSS MB (mode) |", "| --- | --- | ---: | ---: |"]
+    sec = res["sections"]
+    t = sec.get("train", {})
+    if "audio" in t:
+        for k in ("audio", "tokens"):
+            rows.append(f"| train | from {k} (batch {t['batch']}, {t['segment_s']:g}-s segments) | "
+                        f"{t[k]['s_per_step']:.2f} s/step (data wait {t[k]['data_wait_s_per_step']:.3f} s) | "
+                        f"{_fmt_rss(t[k])} |")
+        rows.append(f"| train | tokens vs audio | {t['speedup_tokens_vs_audio']}x faster | "
+                    f"process {t['process_peak_rss_mb']:,} |")
+    g = sec.get("generate", {})
+    if "modes" in g:
+        for name, m in g["modes"].items():
+            rows.append(f"| generate | {name} ({m['clips']} x {g['duration_s']:g} s) | RTF {m['rtf_wall_per_audio_s']:.3f} "
+                        f"({m['speedup_vs_zalo_batch1']}x zalo batch 1) | {_fmt_rss(m)} |")
+        rows.append(f"| generate | batched vs MusicGen.generate one at a time | "
+                    f"{g['speedup_batched_vs_musicgen_one_at_a_time']}x | process {g['process_peak_rss_mb']:,} |")
+    c = sec.get("clap", {})
+    if "modes" in c:
+        for name, m in c["modes"].items():
+            rows.append(f"| clap | HTSAT-base {name} ({m['clips']} clips) | {m['clips_per_s']:.3f} clips/s "
+                        f"({m['s_per_clip']:.2f} s/clip) | {_fmt_rss(m)} |")
+        rows.append(f"| clap | batched vs one at a time | {c['speedup_batched']}x | "
+                    f"process {c['process_peak_rss_mb']:,} |")
+    lp = sec.get("loop", {})
+    if "agree" in lp:
+        p = lp
+        rows.append(f"| loop | EnCodec 32 kHz (random), {lp['clips']} clips, tiled x3 vs encode(loop) | "
+                    f"{100 * p['agree']:.1f}% equal, {100 * p['agree_away_from_seams']:.1f}% away from seams | "
+                    f"{_fmt_rss(lp)} |")
+        rows.append(f"| loop | distinct codes per codebook (stand-in as built) | {lp['distinct_codes_per_codebook']}"
+                    f"{' DEGENERATE' if 'degenerate' in lp else ''} | |")
+        rows.append("| loop | per codebook (all / away from seams) | "
+                    + ", ".join(f"{100 * x:.1f}/{100 * y:.1f}%" for x, y in
+                                zip(lp["agree_per_codebook"], lp["agree_away_from_seams_per_codebook"], strict=True))
+                    + " | |")
+        f = lp.get("fitted_codebooks")
+        if f:
+            rows.append(f"| loop | same, codebooks fitted to the encoder ({f['distinct_codes_per_codebook']} codes) | "
+                        f"{100 * f['agree']:.1f}% equal, {100 * f['agree_away_from_seams']:.1f}% away from seams; "
+                        f"per copy {', '.join(f'{100 * x:.1f}%' for x in f['agree_per_copy'])}; "
+                        "per codebook " + ", ".join(f"{100 * x:.1f}/{100 * y:.1f}%" for x, y in
+                                                   zip(f["agree_per_codebook"], f["agree_away_from_seams_per_codebook"],
+                                                       strict=True)) + " | |")
+    for name, s in sec.items():
+        if "error" in s:
+            rows.append(f"| {name} | FAILED | {s['error'].splitlines()[0][:160] if s['error'] else '?'} | |")
+    return "\n".join(rows)

@@ -1,0 +1,67 @@
+"""The benchmark scripts' shared harness (`scripts/benchkit.py`) and their entry points."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECT
+
+SCRIPTS = PROJECT / "scripts"
+
+
+@pytest.fixture(scope="module")
+def benchkit():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        yield importlib.import_module("benchkit")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def test_synthetic_clips_are_the_length_and_rate_asked(benchkit, tmp_path):
+    import soundfile as sf
+
+    texts = benchkit.synthetic_clips(tmp_path, 3, 1.5, seed=0, sample_rate=16_000, key=lambda i: f"c{i}.mp3")
+    assert sorted(texts) == ["c0.mp3", "c1.mp3", "c2.mp3"] and all(texts.values())
+    for name in texts:
+        info = sf.info(tmp_path / name)
+        assert (info.samplerate, info.channels, info.frames) == (16_000, 1, 24_000)
+    again = benchkit.synthetic_clips(tmp_path / "again", 3, 1.5, seed=0, sample_rate=16_000,
+                                     key=lambda i: f"c{i}.mp3")
+    assert again == texts and (tmp_path / "again" / "c1.mp3").read_bytes() == (tmp_path / "c1.mp3").read_bytes()
+
+
+def test_timed_steps_times_only_the_steps_after_warmup(benchkit):
+    import time
+
+    seen: list[int] = []
+
+    def step(i: int) -> None:
+        seen.append(i)
+        time.sleep(0.02 if i >= 2 else 0.0)
+
+    res = benchkit.timed_steps(step, n=3, warmup=2)
+    assert seen == [0, 1, 2, 3, 4] and res["steps"] == 3 and len(res["each_s"]) == 3
+    assert 0.015 < res["median_s"] < 0.5 and res["total_s"] >= 3 * 0.015
+
+
+def test_result_header_names_the_command_and_machine(benchkit):
+    head = benchkit.result_header(SCRIPTS / "bench_generate.py", ["--n", "4"])
+    assert head["command"] == ".venv/bin/python scripts/bench_generate.py --n 4"
+    assert head["machine"]["cores"] >= 1 and head["machine"]["torch"] and head["date_utc"].endswith("Z")
+
+
+@pytest.mark.e2e
+def test_every_bench_script_and_fullshape_section_loads():
+    """`--help` of each script (parsers build, imports resolve) and each full-shape section module imports."""
+    for script in sorted(SCRIPTS.glob("bench_*.py")):
+        proc = subprocess.run([sys.executable, str(script), "--help"], cwd=PROJECT, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, f"{script.name} --help:\n{proc.stderr[-2000:]}"
+    code = "import fullshape.train, fullshape.generate, fullshape.clap, fullshape.loop, fullshape.report"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=SCRIPTS, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
