@@ -39,7 +39,7 @@ def _clap_spec(args: argparse.Namespace):
     from zalo_music.metrics.clap import ClapSpec
 
     if args.standin:
-        from tests import clap_fixture  # sets HF_HOME before transformers is imported
+        from tests.helpers import clap_fixture  # sets HF_HOME before transformers is imported
 
         ckpt = clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / "clap_HTSAT-tiny_random.pt")
         return ClapSpec(checkpoint=str(ckpt), amodel="HTSAT-tiny", device=args.device)

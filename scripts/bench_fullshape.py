@@ -53,7 +53,7 @@ from fullshape.report import table
 PROJECT = benchkit.PROJECT
 SECTIONS = ("train", "generate", "clap", "loop")
 def _child_env(standins: dict, root: Path) -> dict[str, str]:
-    """tests/standins_fixture.child_env + tests/test_rehearsal.Rehearsal's variables."""
+    """tests/helpers/standins_fixture.child_env + tests/test_rehearsal.Rehearsal's variables."""
     env = dict(os.environ)
     env.pop("ZALO_MUSIC_CLAP_CHECKPOINT", None)
     env.update({**standins["environment"],

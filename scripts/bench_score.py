@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ckpt, model = args.clap_checkpoint, args.clap_model
     if args.standin:
-        from tests import clap_fixture  # sets HF_HOME before transformers is imported
+        from tests.helpers import clap_fixture  # sets HF_HOME before transformers is imported
 
         model = args.clap_model if args.rate_only else "HTSAT-tiny"
         ckpt = str(clap_fixture.build_clap_checkpoint(clap_fixture.HF_ROOT / f"clap_{model}_random.pt",

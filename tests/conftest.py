@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,8 +27,9 @@ from zalo_music.runtime import prepare  # noqa: E402
 
 prepare()
 
-PROJECT = Path(__file__).resolve().parent.parent
-SHARED = PROJECT.parent / "shared" / "data" / "zalo2023"
+from tests.helpers import PROJECT, SHARED  # noqa: E402,F401  (re-exported: the tests' paths)
+from tests.helpers.data import DEMO_TOKEN_ARGV  # noqa: E402
+from tests.helpers.dora import TINY_ARGV, run_dora, xp_of_run  # noqa: E402
 
 
 def pytest_configure(config):
@@ -64,54 +63,12 @@ def demo_manifests(demo_source: Path) -> dict:
     return prepare(demo_source, demo_source.parent / "audio", "demo", workers=2, quiet=True)
 
 
-#: The demo dataset trained from codec tokens.
-DEMO_TOKEN_ARGV = ["solver=zalo/tiny", "dset=zalo/demo", "train_from=tokens"]
-
-
 @pytest.fixture(scope="session")
 def demo_token_cache(demo_manifests: dict) -> dict:
     """The demo's token cache, encoded once per session: `tokenize`'s report of that first build."""
     from zalo_music.tokens.encode import tokenize
 
     return tokenize(DEMO_TOKEN_ARGV, quiet=True)
-
-
-def copy_demo_clips(demo_source: Path, dest: Path, keys: list[str]) -> Path:
-    """Copy the demo clips `keys` into `dest` (created): a folder a test may then break on purpose."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for k in keys:
-        shutil.copy(demo_source.parent / "audio" / k, dest / k)
-    return dest
-
-
-def run_dora(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600):
-    """Run `python -m dora -P zalo_music ARGS` in a child process from the project root."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    from zalo_music.procutil import dora_command
-
-    proc = subprocess.run(dora_command(*args), cwd=PROJECT, env=full_env, text=True, capture_output=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dora {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-6000:]}")
-    return proc
-
-
-#: The tiny XP used by the end-to-end tests: fewer updates than the recipe, same code path.
-TINY_ARGV = ["solver=zalo/tiny", "dset=zalo/demo", "optim.updates_per_epoch=4"]
-
-
-def xp_of_run(output: str) -> Path:
-    """The XP folder a `dora run` worked in, from the line zalo_music.train logs at start ("XP <sig>: <folder>").
-
-    (Read from the run's own log: a `dora info` child process to ask the same costs ~10 s on a loaded CI core.)
-    """
-    m = re.search(r"\bXP ([0-9a-f]{8}): (\S+) \(XPs live in", output)
-    assert m, f"no 'XP <sig>: <folder>' line in the run's log:\n{output[-3000:]}"
-    folder = Path(m.group(2))
-    assert folder.name == m.group(1) and folder.is_dir(), m.group(0)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +87,7 @@ def pytest_sessionfinish(session, exitstatus):
         print(f"\nkept test folders: {_ROOT}")
         return
     shutil.rmtree(_ROOT, ignore_errors=True)
-    clap_fixture = sys.modules.get("tests.clap_fixture")
+    clap_fixture = sys.modules.get("tests.helpers.clap_fixture")
     if clap_fixture is not None:
         shutil.rmtree(clap_fixture.HF_ROOT, ignore_errors=True)
 
@@ -146,7 +103,7 @@ def tiny_random_musicgen():
     from audiocraft.models import MusicGen
     from audiocraft.models.builders import get_lm_model
 
-    from tests import clap_fixture
+    from tests.helpers import clap_fixture
     from zalo_music import debug_codec
     from zalo_music.patches import allow_short_segment_musicgen
     from zalo_music.train import main
@@ -157,12 +114,3 @@ def tiny_random_musicgen():
     torch.manual_seed(0)
     lm = get_lm_model(cfg).eval()
     return MusicGen("tiny-random", debug_codec.load(), lm, max_duration=10.0)
-
-
-def write_demo_texts(folder: Path, n: int, seed: int) -> Path:
-    """A Zalo JSON of `n` demo descriptions (`zalo_music.data.demo.make_specs(n, seed)`) in `folder`."""
-    from zalo_music.data.demo import make_specs
-
-    path = folder / "texts.json"
-    path.write_text(json.dumps({s.key_id: s.description for s in make_specs(n, seed=seed)}))
-    return path

@@ -1,7 +1,7 @@
 """Best-of-N CLAP reranking (`generate --candidates N`), CLAS(N) in the evaluate stage, and the decoding grid.
 
 The LM is the tiny recipe's (random weights, debug codec) and CLAP a random HTSAT-tiny stand-in
-(`tests/clap_fixture.py`): the scores mean nothing musically, the mechanism is what is checked: every candidate
+(`tests/helpers/clap_fixture.py`): the scores mean nothing musically, the mechanism is what is checked: every candidate
 scored as `score` scores the written MP3, the best one kept, determinism, resume, and the evaluate stage equal
 to `score` on `generate --from-xp` output.
 """
@@ -18,8 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
-from tests.conftest import PROJECT, TINY_ARGV, write_demo_texts
+from tests.helpers import (
+    PROJECT,
+    clap_fixture,  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
+)
+from tests.helpers.data import write_demo_texts
+from tests.helpers.dora import TINY_ARGV
 from zalo_music.batches import BatchLocks as _BatchLocks
 
 SEED, BATCH, DURATION, N_ITEMS = 5, 4, 2.0, 6

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests import clap_fixture
+from tests.helpers import clap_fixture
 from zalo_music.metrics.errors import MetricUnavailableError
 
 

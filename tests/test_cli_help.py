@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 from zalo_music.cli import build_parser
 
 #: Packages a help screen must not import: each costs seconds (torch ~1 s, audiocraft, gradio and laion_clap

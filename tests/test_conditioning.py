@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests import clap_fixture  # noqa: F401  (HF stand-in cache before audiocraft's solvers import laion_clap)
+from tests.helpers import clap_fixture  # noqa: F401  (HF stand-in cache before audiocraft's solvers import laion_clap)
 
 
 def test_derangement_moves_every_clip_and_is_seeded():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import copy_demo_clips, run_dora, xp_of_run
+from tests.helpers.data import copy_demo_clips
+from tests.helpers.dora import run_dora, xp_of_run
 from zalo_music.data.manifest import read_manifest
 from zalo_music.data.prepare import prepare
 

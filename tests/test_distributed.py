@@ -1,7 +1,7 @@
 """Two processes on CPU (gloo): Dora's own launcher (`dora run -d --ddp_workers 2`) and the token loaders.
 
 One 2-rank `dora run` of the tiny recipe covers the distributed claims of the README at once: it trains from the
-token cache with `zalo.grad_acc=2` and runs the CLAS evaluate stage (stand-in CLAP, `tests/clap_fixture.py`).
+token cache with `zalo.grad_acc=2` and runs the CLAS evaluate stage (stand-in CLAP, `tests/helpers/clap_fixture.py`).
 Checked from the per-rank logs (`solver.log.<rank>`): every rank ends the epoch with the same weights (the
 fingerprint `ZaloMusicGenSolver` logs per rank, equal to the saved checkpoint's), every rank reports the same
 CLAS metrics on the whole evaluate split (all-gathered), and the ranks trained on different batches.
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
-from tests.conftest import DEMO_TOKEN_ARGV as TOKEN_ARGV
-from tests.conftest import run_dora
+from tests.helpers import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
+from tests.helpers.data import DEMO_TOKEN_ARGV as TOKEN_ARGV
+from tests.helpers.dora import run_dora
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # dora's launcher on a CPU-only machine before train.py picks the gloo backend (change request to helper C).
@@ -91,6 +91,9 @@ def test_two_ranks_train_from_tokens_with_grad_acc_and_agree_on_clas(token_cache
 
 
 def _sharding_worker(rank: int, world: int, init_file: str, cache: str, out: str) -> None:
+    from zalo_music.runtime import prepare
+
+    prepare()  # a spawned process is an entry point: the environment and patches before audiocraft
     from zalo_music.tokens.dataset import build_token_loaders
     from zalo_music.tokens.encode import compose_config
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import TINY_ARGV, run_dora
+from tests.helpers.dora import TINY_ARGV, run_dora
 
 pytestmark = pytest.mark.e2e
 
@@ -95,7 +95,7 @@ def test_quickstart_first_run_is_quiet_and_ends_with_a_metrics_table(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import PROJECT
+    from tests.helpers import PROJECT
 
     env = dict(os.environ, ZALO_MUSIC_DORA_DIR=str(tmp_path / "o"), AUDIOCRAFT_DORA_DIR=str(tmp_path / "o"),
                ZALO_MUSIC_DATA_DIR=str(tmp_path / "d"), ZALO_MUSIC_MANIFEST_DIR=str(tmp_path / "m"))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.helpers import SHARED
 from zalo_music.cli import main as cli
 from zalo_music.data.eda import write_report
 from zalo_music.data.testset import prepare_test

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.conftest import SHARED
+from tests.helpers import SHARED
 from zalo_music.batches import BatchLocks as _BatchLocks
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import PROJECT  # conftest prepares the environment and patches before audiocraft
+from tests.helpers import PROJECT  # conftest prepares the environment and patches before audiocraft
 
 LM_PARAMS = 2_000_000         # 8 MB per copy of the LM
 OPTIMIZER_PARAMS = 64 * 2**20  # AdamW exp_avg + exp_avg_sq: 512 MiB

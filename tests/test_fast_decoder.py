@@ -15,10 +15,14 @@ import json
 import pytest
 import torch
 
-from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
-from tests.conftest import SHARED, write_demo_texts
+from tests.helpers import (
+    SHARED,
+    clap_fixture,  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
+)
 
 #: musicgen-small's LM shape (dim 1024, 16 heads, FFN 4096, 2048 codes x 4 codebooks, memory-efficient
+from tests.helpers.data import write_demo_texts
+
 #: attention as released), cut to 2 layers for CPU time; T5-base (depth 1, stand-in weights) encodes the text.
 FULL_SHAPE = ["model/lm/model_scale=small", "transformer_lm.num_layers=2", "transformer_lm.memory_efficient=true",
               "transformer_lm.card=2048", "conditioner=zalo/t5_ft"]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 from zalo_music.data.prepare import prepare
 from zalo_music.fileio import is_temp
 

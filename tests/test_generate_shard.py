@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import clap_fixture  # noqa: F401  (points HF_HOME at the stand-in cache: import first)
-from tests.conftest import write_demo_texts
+from tests.helpers import clap_fixture  # noqa: F401  (points HF_HOME at the stand-in cache: import first)
+from tests.helpers.data import write_demo_texts
 
 SEED, BATCH, DURATION, N_ITEMS, N_SHARDS = 3, 4, 1.0, 10, 3
 

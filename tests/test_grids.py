@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT, run_dora
+from tests.helpers import PROJECT
+from tests.helpers.dora import run_dora
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.test_webdemo import FakeMusicGen
+from tests.helpers.fakes import FakeMusicGen
 from zalo_music import cli
 from zalo_music.data.prepare import MIN_VALID_CLIPS, prepare
 from zalo_music.data.testset import prepare_test

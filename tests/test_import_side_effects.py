@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 #: Modules that must import without torch: the package, the CLI and everything `zalo-music --help` needs.
 LIGHT = ["zalo_music", "zalo_music.runtime", "zalo_music.env", "zalo_music.patches", "zalo_music.cli",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 PACKAGE = PROJECT / "zalo_music"
 

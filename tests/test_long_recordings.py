@@ -189,7 +189,7 @@ def test_pyav_fallback_streams_what_libsndfile_refuses(tmp_path):
 def test_segmented_dataset_trains_from_tokens_and_from_its_loop30(work_root):
     """A dataset of long recordings goes through the token cache (one code row per window), a `train_from=tokens`
     XP and the 30-s loop augmentation's XP, like any prepared dataset."""
-    from tests.conftest import run_dora, xp_of_run
+    from tests.helpers.dora import run_dora, xp_of_run
     from zalo_music.data.demo import SAMPLE_RATE, make_specs, render
     from zalo_music.tokens.encode import tokenize
 

@@ -138,7 +138,8 @@ def test_lora_xp_trains_resumes_and_exports_merged(demo_manifests, tmp_path):
     import subprocess
     import time
 
-    from tests.conftest import PROJECT, run_dora
+    from tests.helpers import PROJECT
+    from tests.helpers.dora import run_dora
     from zalo_music import env
     from zalo_music.export import export_xp
     from zalo_music.solvers.lora import merged_lm_state

@@ -1,6 +1,6 @@
 """Evaluation: FAD/FAS/CLAS maths, CLAP through laion-clap's code path, caching, the solver stage, grid, score.
 
-CLAP runs on a random HTSAT-tiny checkpoint and a tiny stand-in Hugging Face cache (`tests/clap_fixture.py`):
+CLAP runs on a random HTSAT-tiny checkpoint and a tiny stand-in Hugging Face cache (`tests/helpers/clap_fixture.py`):
 the numbers are meaningless, the code path is the real one.
 """
 
@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
-from tests.conftest import TINY_ARGV, copy_demo_clips, run_dora
+from tests.helpers import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
+from tests.helpers.data import copy_demo_clips
+from tests.helpers.dora import TINY_ARGV, run_dora
 from zalo_music.metrics import GaussianStats, clas, fad_from_stats, fad_infinity, fas, frechet_distance
 from zalo_music.metrics.audio import CLAP_SAMPLE_RATE, WINDOW, clap_window
 from zalo_music.metrics.errors import MetricUnavailableError

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import clap_fixture
+from tests.helpers import clap_fixture
 
 RATES = (16_000, 32_000, 44_100)
 FORMATS = ("mp3", "wav")

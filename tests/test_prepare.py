@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_demo_clips
+from tests.helpers.data import copy_demo_clips
 from zalo_music.data.prepare import load_descriptions, prepare, split_of
 
 

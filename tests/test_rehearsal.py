@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import standins_fixture
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT, standins_fixture
 from zalo_music.procutil import dora_command
 
 pytestmark = [pytest.mark.rehearsal, pytest.mark.e2e, pytest.mark.slow]

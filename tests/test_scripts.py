@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 SCRIPTS = PROJECT / "scripts"
 

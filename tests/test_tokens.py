@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import DEMO_TOKEN_ARGV as TOKEN_ARGV
+from tests.helpers import PROJECT
+from tests.helpers.data import DEMO_TOKEN_ARGV as TOKEN_ARGV
+from tests.helpers.dora import TINY_ARGV, run_dora
 from zalo_music.procutil import dora_command
-
-from .conftest import PROJECT, TINY_ARGV, run_dora
 
 
 def _solver(argv: list[str]):

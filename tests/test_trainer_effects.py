@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import PROJECT, run_dora
+from tests.helpers import PROJECT
 
 #: 2-s segments of the 10-s demo clips: what these tests check (optimizer steps, which weights move, condition
+from tests.helpers.dora import run_dora
+
 #: dropout, best state) does not depend on the segment length, and each training step is ~5x cheaper.
 BASE = ["solver=zalo/tiny", "dset=zalo/demo", "optim.updates_per_epoch=4", "optim.epochs=1",
         "dataset.batch_size=4", "dataset.segment_duration=2"]

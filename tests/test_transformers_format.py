@@ -19,8 +19,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
-from tests.conftest import run_dora, xp_of_run
+from tests.helpers import clap_fixture  # noqa: F401  (points HF_HOME / //reference at temp folders: import first)
+from tests.helpers.dora import run_dora, xp_of_run
 
 pytestmark = pytest.mark.slow
 

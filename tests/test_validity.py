@@ -20,8 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests import clap_fixture  # noqa: F401  (HF stand-in cache: audiocraft's solvers import laion_clap)
-from tests.conftest import PROJECT, run_dora, xp_of_run
+from tests.helpers import (
+    PROJECT,
+    clap_fixture,  # noqa: F401  (HF stand-in cache: audiocraft's solvers import laion_clap)
+)
+from tests.helpers.dora import run_dora, xp_of_run
 
 pytestmark = [pytest.mark.validity, pytest.mark.slow, pytest.mark.e2e]
 

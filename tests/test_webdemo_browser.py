@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from tests.conftest import PROJECT
+from tests.helpers import PROJECT
 
 pytestmark = pytest.mark.e2e
 

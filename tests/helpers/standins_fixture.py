@@ -1,7 +1,7 @@
 """Stand-ins of every hub artifact (`zalo-music standins`), built once per test session at reduced depth.
 
 The build runs through the real CLI in a child process. Child processes of the rehearsal get `env()` so they
-see THESE stand-ins: tests/clap_fixture.py points HF_HOME of the test process at its own tiny cache at import,
+see THESE stand-ins: tests/helpers/clap_fixture.py points HF_HOME of the test process at its own tiny cache at import,
 and every child would otherwise inherit that one.
 
 `ZALO_MUSIC_STANDINS_DIR=/some/folder` reuses (and completes) a folder across sessions: the build is idempotent.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 #: Transformer layers kept in the LM, T5 and RoBERTa stand-ins (the code path is the same at any depth).
 DEPTH = 1
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def build(out: Path | None = None, depth: int = DEPTH, seed: int = 0) -> dict:
