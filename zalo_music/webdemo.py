@@ -220,8 +220,8 @@ class DemoBackend:
         import soundfile as sf
         import torch
 
-        from .fileio import atomic_path
         from .clips import postprocess, write_mp3
+        from .fileio import atomic_path
         from .generate import generate_batch, text_truncator
 
         text = validate_description(text, self.max_chars)
