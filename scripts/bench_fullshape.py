@@ -14,6 +14,8 @@ its own:
   the cache `zalo-music tokenize` writes). ONE solver holds the model and optimizer; the two paths feed it
   batches from their own train loaders (the token solver dispatches on the batch type), in alternating rounds
   after untimed warm-up steps. Same batch size and segment duration.
+- `levers`: the training-speed levers of `zalo.speed.*` (text-encoder cache, fused AdamW, `torch.compile` with
+  `--levers-compile 1`), each off and on, switched in place on one solver from tokens, in alternating rounds.
 - `generate`: real-time factor RTF = wall seconds / seconds of audio produced (lower is faster) of
   `zalo_music.generate.generate_batch` at batch 1 and at `--gen-batch`, vs audiocraft's `MusicGen.generate`
   called one description at a time (the seed's way); same model object, descriptions, duration and sampling
@@ -31,6 +33,7 @@ figure covers that mode, with everything already loaded), and `torch.cuda.max_me
     .venv/bin/python scripts/bench_fullshape.py --json /tmp/fullshape.json            # CPU defaults (~15 min)
     .venv/bin/python scripts/bench_fullshape.py --device cuda --json fullshape_gpu.json  # GPU defaults
     .venv/bin/python scripts/bench_fullshape.py --only clap,loop --standins /tmp/standins
+    .venv/bin/python scripts/bench_fullshape.py --only levers --json /tmp/levers.json   # speed levers (~10 min CPU)
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from fullshape.common import DATASET, DEFAULTS, RECIPE
 from fullshape.report import table
 
 PROJECT = benchkit.PROJECT
-SECTIONS = ("train", "generate", "clap", "loop")
+SECTIONS = ("train", "levers", "generate", "clap", "loop")
 def _child_env(standins: dict, root: Path) -> dict[str, str]:
     """tests/helpers/standins_fixture.child_env + tests/test_rehearsal.Rehearsal's variables."""
     env = dict(os.environ)
@@ -139,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
             ("clap_n", int, "10-s clips scored batched"), ("clap_batch", int, "CLAP batch size"),
             ("clap_n_single", int, "clips scored one at a time"), ("loop_n", int, "clips of the loop comparison"),
             ("loop_check", int, "clips re-measured with zalo_music.tokens.loop.compare_loop (cross-check)"),
-            ("loop_fit", int, "1: also measure with codebooks fitted to the encoder's output (non-degenerate)")):
+            ("loop_fit", int, "1: also measure with codebooks fitted to the encoder's output (non-degenerate)"),
+            ("levers_compile", int, "1: the levers section also measures torch.compile (compiling takes minutes)")):
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_out", default=None, help=argparse.SUPPRESS)
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         result["standins_build_s"] = built["seconds"]
         standins = built["summary"]
         env = _child_env(standins, root)
-        if {"train", "loop"} & set(only):
+        if {"train", "levers", "loop"} & set(only):
             result["data_prepare_s"] = _prepare_data(a, env, root, log)
     except Exception:
         result["error"] = traceback.format_exc()

@@ -145,7 +145,9 @@ def test_device_adaptation_on_gpus(main, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     cfg = main.get_xp(["solver=zalo/musicgen_small_ft"]).cfg
-    assert adapt_to_device(cfg) == [] and cfg.autocast_dtype == "bfloat16" and cfg.autocast is True
+    # the recipe's device is cuda: bf16 autocast kept, fused AdamW on (zalo.speed.fused_adamw=auto)
+    assert adapt_to_device(cfg) == ["optim.adam.fused=True (zalo.speed.fused_adamw=auto)"]
+    assert cfg.autocast_dtype == "bfloat16" and cfg.autocast is True and cfg.optim.adam.fused is True
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # V100, T4
     assert adapt_to_device(cfg) and cfg.autocast_dtype == "float16" and cfg.autocast is True
 
@@ -175,6 +177,7 @@ def _read_every_zalo_key(cfg) -> dict:
     from zalo_music.solvers.lora import LoraSettings
     from zalo_music.solvers.musicgen import ZaloMusicGenSolver, check_segment_policy
     from zalo_music.solvers.registry import _warn_padding
+    from zalo_music.solvers.speed import fused_adamw_setting
     from zalo_music.tokens.encode import cache_root, dataset_name, encoded_unit, split_manifest, token_repeat
     from zalo_music.tokens.resolve import tokens_enabled
 
@@ -185,7 +188,8 @@ def _read_every_zalo_key(cfg) -> dict:
             "generate": generation_config_from_cfg(cfg), "rerank": rerank_options_from_cfg(cfg),
             "best": ZaloMusicGenSolver.best_choice.fget(holder), "grad_acc": ZaloMusicGenSolver.grad_acc.fget(holder),
             "tokens": tokens_enabled(cfg), "repeat": token_repeat(cfg), "unit": encoded_unit(cfg),
-            "cache": cache_root(cfg) / dataset_name(cfg), "train": split_manifest(cfg, "train")}
+            "cache": cache_root(cfg) / dataset_name(cfg), "train": split_manifest(cfg, "train"),
+            "fused": fused_adamw_setting(cfg), "speed": dict(cfg.zalo.speed)}
 
 
 @pytest.mark.parametrize("dset", DSETS)

@@ -21,6 +21,12 @@ def table(res: dict) -> str:
                         f"{_fmt_rss(t[k])} |")
         rows.append(f"| train | tokens vs audio | {t['speedup_tokens_vs_audio']}x faster | "
                     f"process {t['process_peak_rss_mb']:,} |")
+    lv = sec.get("levers", {})
+    if "modes" in lv:
+        for name, m in lv["modes"].items():
+            rows.append(f"| levers | {name} (batch {lv['batch']}, {lv['segment_s']:g}-s segments, from tokens) | "
+                        f"{m['s_per_step']:.2f} s/step, {m['speedup_vs_baseline']}x baseline, "
+                        f"{m['tflops_per_s']:.3f} TFLOP/s | {_fmt_rss(m)} |")
     g = sec.get("generate", {})
     if "modes" in g:
         for name, m in g["modes"].items():

@@ -10,7 +10,7 @@ import benchkit
 from .common import recipe_argv
 
 
-class _Runner:
+class StepRunner:
     """Training steps of a solver on batches of one loader (scripts/bench_tokens.py's timing)."""
 
     def __init__(self, solver, loader, device: str):
@@ -83,8 +83,8 @@ def section_train(a: argparse.Namespace) -> dict:
     if getattr(solver, "token_cache", None) is None:
         raise RuntimeError("the token solver did not switch to the token cache")
     audio_loaders = builders.get_audio_datasets(solver.cfg, dataset_type=solver.DATASET_TYPE)
-    runners = {"audio": _Runner(solver, audio_loaders["train"], a.device),
-               "tokens": _Runner(solver, solver.dataloaders["train"], a.device)}
+    runners = {"audio": StepRunner(solver, audio_loaders["train"], a.device),
+               "tokens": StepRunner(solver, solver.dataloaders["train"], a.device)}
     for r in runners.values():
         r.run(a.warmup, timed=False)
     per_round = max(1, a.steps // a.rounds)

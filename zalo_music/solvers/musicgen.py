@@ -17,13 +17,15 @@ from audiocraft.solvers.musicgen import MusicGenSolver
 from zalo_music.metrics.errors import MetricUnavailableError
 from zalo_music.solvers.classic_options import ClassicOptionsMixin
 from zalo_music.solvers.lora import LoraMixin
+from zalo_music.solvers.speed import SpeedMixin
 from zalo_music.solvers.throughput import ThroughputMixin
 from zalo_music.solvers.tokens import TokenDataMixin
 
 logger = logging.getLogger(__name__)
 
 
-class ZaloMusicGenSolver(ThroughputMixin, TokenDataMixin, ClassicOptionsMixin, LoraMixin, MusicGenSolver):
+class ZaloMusicGenSolver(ThroughputMixin, SpeedMixin, TokenDataMixin, ClassicOptionsMixin, LoraMixin,
+                         MusicGenSolver):
     """audiocraft's MusicGen solver plus zalo-music's start-up checks and the Zalo evaluate metrics.
 
     With `zalo.eval.clas: true` the evaluate stage also reports clap, fad, fas and clas

@@ -60,12 +60,15 @@ def adapt_to_device(cfg: omegaconf.DictConfig) -> list[str]:
       ignored), and CPU fp16 matmuls are ~50x slower than fp32; bf16 gains nothing on most CPUs either.
     - CUDA + `autocast_dtype: bfloat16` on a GPU without bf16 (before Ampere: V100, T4): float16 instead, which
       audiocraft pairs with a GradScaler.
+    - Adam/AdamW: `optim.adam.fused` from `zalo.speed.fused_adamw` (`auto`: the fused kernel on CUDA).
     - CPU + EMA with `optim.ema.device: cuda` (audiocraft's `musicgen_base_32khz`): the EMA copy is kept on
       the CPU (audiocraft's `ModuleDictEMA` would move every weight to CUDA and fail).
 
     Args:
         cfg: the composed XP config (modified in place).
     """
+    from .speed import fused_adamw_setting
+
     changes: list[str] = []
     device = str(cfg.get("device", "cpu"))
     with omegaconf.open_dict(cfg):
@@ -80,6 +83,9 @@ def adapt_to_device(cfg: omegaconf.DictConfig) -> list[str]:
                 cfg.autocast_dtype = "float16"
                 changes.append("autocast_dtype bfloat16 -> float16: this GPU has no bfloat16 (pre-Ampere); "
                                "float16 trains with a GradScaler")
+        fused = fused_adamw_setting(cfg)
+        if fused:
+            changes.append(fused)
         ema = cfg.get("optim", {}).get("ema", {})
         if device == "cpu" and ema.get("use") and str(ema.get("device") or "").startswith("cuda"):
             cfg.optim.ema.device = "cpu"

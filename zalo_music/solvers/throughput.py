@@ -114,11 +114,16 @@ class ThroughputMixin:
         codec = getattr(self, "compression_model", None)
         return shape_from_cfg(self.cfg, float(getattr(codec, "frame_rate", 50)))
 
-    def train(self) -> dict:
+    _tp_last: float | None = None
+
+    def _tp_reset(self) -> None:
         self._tp_frames_per_sample = self._shape().frames
         self._tp_frames = self._tp_samples = 0
         self._tp_wait = 0.0
         self._tp_last = None
+
+    def train(self) -> dict:
+        self._tp_reset()
         start = time.perf_counter()
         metrics = super().train()  # type: ignore[misc]
         seconds = time.perf_counter() - start
@@ -128,6 +133,8 @@ class ThroughputMixin:
     def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
         if not self.is_training:  # type: ignore[attr-defined]
             return super().run_step(idx, batch, metrics)  # type: ignore[misc]
+        if not hasattr(self, "_tp_frames"):  # steps run outside `train()` (benchmarks, tests): count from here
+            self._tp_reset()
         now = time.perf_counter()
         if self._tp_last is not None:
             self._tp_wait += now - self._tp_last  # the loader's next(): data the step waited for
@@ -157,4 +164,5 @@ class ThroughputMixin:
                "peak_mem_gb": peak_memory_gb(str(self.device)), "device_seconds": seconds * world}
         if peak:
             out["mfu"] = flops / peak
-        return out
+        speed = getattr(self, "speed_metrics", None)  # SpeedMixin's (text cache hit rate)
+        return {**out, **(speed() if speed else {})}

@@ -1,0 +1,98 @@
+"""`levers` section: the training-speed levers of `zalo.speed.*`, each off and on, side by side on ONE solver.
+
+The real recipe from tokens (`train_from=tokens`), built once with every lever off; then, in alternating rounds
+after untimed warm-up steps, the same solver trains with each configuration: the baseline, the text-encoder cache
+alone, fused AdamW alone, `torch.compile` alone (`--levers-compile 1`; compiling the full-shape LM takes minutes),
+and all of them together. The levers are switched in place between rounds (`TextEncoderCache.install/uninstall`,
+one AdamW per `fused` value sharing the weights, the compiled call toggled), so every configuration runs on the
+same weights, batches of the same loader and the same memory state.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import benchkit
+
+from .common import recipe_argv
+from .train import StepRunner
+
+
+class Levers:
+    """Switches the levers of one built solver in place.
+
+    Args:
+        solver: the solver, built with every lever off.
+        text_cache_mb: the cache's bound.
+    """
+
+    def __init__(self, solver, text_cache_mb: float):
+        import torch
+
+        from zalo_music.text_cache import install_text_cache
+
+        self.solver = solver
+        self.cache = install_text_cache(solver.model, text_cache_mb)
+        if self.cache is not None:
+            self.cache.uninstall()
+        cfg = solver.cfg.optim
+        params = [p for p in solver.model.parameters() if p.requires_grad]
+        adam = {k: v for k, v in dict(cfg.adam).items() if k != "fused"}
+        self.optimizers = {fused: torch.optim.AdamW(params, lr=cfg.lr, fused=fused, **adam)
+                           for fused in (False, True)}
+        self.compiled = False
+
+    def set(self, text_cache: bool, fused: bool, compiled: bool) -> None:
+        """Put the solver in one configuration."""
+        if self.cache is not None:
+            self.cache.install() if text_cache else self.cache.uninstall()
+        self.solver.optimizer = self.optimizers[fused]
+        transformer = self.solver.model.transformer
+        if compiled and not self.compiled:
+            transformer.compile(dynamic=False)
+        elif not compiled and self.compiled:
+            transformer._compiled_call_impl = None  # nn.Module.compile's switch: back to the eager forward
+        self.compiled = compiled
+
+
+def section_levers(a: argparse.Namespace) -> dict:
+    import torch
+    from audiocraft import train as ac_train
+
+    from zalo_music.solvers.throughput import train_flops_per_frame
+    from zalo_music.tokens.encode import tokenize
+    from zalo_music.train import main
+
+    argv = recipe_argv(a, tokens=True)
+    tokenize(argv, device=a.device, quiet=True)
+    xp = main.get_xp([*argv, "zalo.speed.text_cache=false", "zalo.speed.fused_adamw=false"])
+    with xp.enter():
+        solver = ac_train.get_solver(xp.cfg)
+    levers = Levers(solver, float(solver.cfg.zalo.speed.text_cache_mb))
+    configs = {"baseline": (False, False, False), "text_cache": (True, False, False),
+               "fused_adamw": (False, True, False)}
+    if a.levers_compile:
+        configs["compile"] = (False, False, True)
+    configs["all_on"] = (True, True, bool(a.levers_compile))
+    runners = {name: StepRunner(solver, solver.dataloaders["train"], a.device) for name in configs}
+    for name, setting in configs.items():
+        levers.set(*setting)
+        runners[name].run(a.warmup, timed=False)
+    per_round = max(1, a.steps // a.rounds)
+    for _ in range(a.rounds):
+        for name, setting in configs.items():
+            levers.set(*setting)
+            runners[name].run(per_round)
+    res: dict = {"modes": {name: r.result() for name, r in runners.items()}}
+    shape = solver._shape()
+    step_flops = train_flops_per_frame(shape, 1.0) * shape.frames * a.batch
+    base = res["modes"]["baseline"]["s_per_step"]
+    for m in res["modes"].values():
+        m["speedup_vs_baseline"] = round(base / m["s_per_step"], 3)
+        m["tflops_per_s"] = round(step_flops / m["step_s"] / 1e12, 3)
+    res.update({"step_tflop": round(step_flops / 1e12, 3), "batch": a.batch, "segment_s": a.segment,
+                "frames_per_sample": shape.frames, "warmup_steps": a.warmup, "rounds": a.rounds,
+                "steps_per_round": per_round,
+                "text_cache_hit": levers.cache.hit_rate() if levers.cache is not None else None,
+                "threads": torch.get_num_threads(), **benchkit.process_peak()})
+    return res

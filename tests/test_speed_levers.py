@@ -1,0 +1,156 @@
+"""The training-speed levers of `zalo.speed.*` change the speed, not the result: the cached text encoder gives
+upstream's conditioning tensors and gradients, fused AdamW and `torch.compile` train the tiny run to the same
+losses as the defaults."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from zalo_music.text_cache import TextEncoderCache
+
+TEXTS = ["calm piano with soft strings", "energetic rock, heavy drums and distorted guitar",
+         "lofi hip hop beat for studying", "a slow sad violin melody in a minor key"]
+
+
+@pytest.fixture(scope="module")
+def t5_conditioner(tmp_path_factory):
+    """audiocraft's `T5Conditioner` over a small random T5 and a sentencepiece tokenizer trained here (the
+    project's stand-in builders), without the hub download its constructor does."""
+    from audiocraft.modules.conditioners import BaseConditioner, T5Conditioner
+    from audiocraft.utils.autocast import TorchAutocast
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    from zalo_music.standins.vocabularies import corpus, write_t5_sentencepiece
+
+    folder = tmp_path_factory.mktemp("t5")
+    write_t5_sentencepiece(folder, corpus(400, seed=0))
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                                 dropout_rate=0.1)).eval()
+    cond = T5Conditioner.__new__(T5Conditioner)
+    BaseConditioner.__init__(cond, 64, 32)
+    cond.name, cond.finetune, cond.word_dropout, cond.normalize_text, cond.device = "t5-base", False, 0.0, False, "cpu"
+    cond.autocast = TorchAutocast(enabled=False)
+    cond.t5_tokenizer = T5Tokenizer.from_pretrained(str(folder), legacy=False)
+    cond.__dict__["t5"] = t5  # as upstream keeps a frozen T5: outside the module tree
+    return cond
+
+
+def _fresh_cache(cond, max_mb: float = 64.0) -> TextEncoderCache:
+    """A cache in front of a shallow copy of `cond` (the fixture's conditioner stays upstream's)."""
+    import copy
+
+    clone = copy.copy(cond)
+    clone.__dict__ = dict(cond.__dict__)
+    return TextEncoderCache(clone, max_mb).install()
+
+
+def _upstream(cond, texts):
+    inputs = type(cond).tokenize(cond, texts)
+    return type(cond).forward(cond, inputs)
+
+
+@pytest.mark.parametrize("max_mb", [64.0, 0.0005], ids=["room-for-all", "evicting"])
+def test_cached_conditioning_equals_upstream(t5_conditioner, max_mb):
+    cache = _fresh_cache(t5_conditioner, max_mb)
+    cond = cache.conditioner
+    batches = [[TEXTS[0], None, TEXTS[1], TEXTS[0]],  # a repeat and a dropped description (CFG dropout)
+               [TEXTS[2], TEXTS[1], TEXTS[3]],        # other lengths, one seen before
+               [TEXTS[3], TEXTS[0], None, TEXTS[2]]]  # all seen (unless evicted)
+    for texts in batches:
+        want, want_mask = _upstream(t5_conditioner, texts)
+        got, got_mask = cond(cond.tokenize(texts))
+        assert torch.equal(got_mask, want_mask) and got.shape == want.shape
+        assert (got - want).abs().max().item() < 1e-5, texts
+    if max_mb > 1:
+        assert (cache.hits, cache.misses) == (0 + 1 + 3, 2 + 2 + 0)  # each distinct description through T5 once
+    else:  # each state is larger than the bound: only the last batch's own states are kept, the rest recomputed
+        assert sorted(cache.states) == sorted({t for t in batches[-1] if t}) and cache.misses > len(TEXTS)
+
+
+def test_cached_conditioning_trains_output_proj_like_upstream(t5_conditioner):
+    cache = _fresh_cache(t5_conditioner)
+    cond = cache.conditioner
+    texts = [TEXTS[1], TEXTS[0], None]
+    grads = {}
+    for run in ("upstream", "cached"):
+        cond.output_proj.zero_grad()
+        embeds, _ = _upstream(cond, texts) if run == "upstream" else cond(cond.tokenize(texts))
+        (embeds ** 2).sum().backward()
+        grads[run] = cond.output_proj.weight.grad.clone()
+    assert grads["upstream"].abs().max() > 0
+    assert torch.allclose(grads["cached"], grads["upstream"], atol=1e-5)
+
+
+def test_the_cache_refuses_a_text_encoder_that_changes(t5_conditioner):
+    import copy
+
+    for attr, value in (("word_dropout", 0.1), ("finetune", True)):
+        clone = copy.copy(t5_conditioner)
+        clone.__dict__ = {**t5_conditioner.__dict__, attr: value}
+        with pytest.raises(ValueError, match="zalo.speed.text_cache=false"):
+            TextEncoderCache(clone, 64.0)
+
+
+def test_fused_adamw_setting():
+    from omegaconf import OmegaConf
+
+    from zalo_music.solvers.speed import fused_adamw_setting
+
+    def cfg(device, choice="auto", optimizer="adamw", fused=None):
+        return OmegaConf.create({"device": device, "zalo": {"speed": {"fused_adamw": choice}},
+                                 "optim": {"optimizer": optimizer, "adam": {"fused": fused} if fused is not None
+                                           else {"betas": [0.9, 0.95]}}})
+
+    for device, choice, want in (("cuda", "auto", True), ("cpu", "auto", False), ("cpu", "true", True),
+                                 ("cuda", "false", False)):
+        c = cfg(device, choice)
+        assert fused_adamw_setting(c) and c.optim.adam.fused is want, (device, choice)
+    explicit = cfg("cuda", fused=False)
+    assert fused_adamw_setting(explicit) is None and explicit.optim.adam.fused is False  # the override wins
+    dadam = cfg("cuda", optimizer="dadam")
+    assert fused_adamw_setting(dadam) is None and "fused" not in dadam.optim.adam
+    with pytest.raises(ValueError, match="fused_adamw"):
+        fused_adamw_setting(cfg("cuda", "maybe"))
+
+
+def _tiny_losses(overrides: list[str], steps: int = 4) -> tuple[list[float], object]:
+    """Cross-entropy of the first `steps` training steps of the tiny recipe, built in this process."""
+    from audiocraft import train as ac_train
+
+    from zalo_music.train import main
+
+    xp = main.get_xp(["solver=zalo/tiny", "dset=zalo/demo", *overrides])
+    with xp.enter():
+        solver = ac_train.get_solver(xp.cfg)
+        random.seed(1)  # audiocraft's text augmentation draws from `random`
+        torch.manual_seed(1)
+        batches = [b for _, b in zip(range(steps), solver.dataloaders["train"], strict=False)]
+        losses: list[float] = []
+
+        def loop() -> dict:
+            solver.model.train()
+            for idx, batch in enumerate(batches):
+                losses.append(float(solver.run_step(idx, batch, {})["ce"]))
+            return {}
+
+        solver._start_epoch()
+        solver.run_stage("train", loop)
+    return losses, solver
+
+
+@pytest.mark.slow  # three tiny solvers, four steps each (~40 s on 2 cores)
+def test_fused_adamw_and_compile_train_to_the_same_losses(demo_manifests):
+    base, solver = _tiny_losses(["zalo.speed.fused_adamw=false"])
+    assert solver.optimizer.defaults.get("fused") is False
+    fused, solver = _tiny_losses(["zalo.speed.fused_adamw=true"])
+    assert solver.optimizer.defaults.get("fused") is True
+    compiled, solver = _tiny_losses(["zalo.speed.compile=true", "zalo.speed.compile_backend=aot_eager"])
+    assert "_orig_mod" not in "".join(solver.model.state_dict())  # in place: checkpoints keep their keys
+    assert len(base) == 4 and all(math.isfinite(x) for x in base) and base[-1] < base[0]  # it learns
+    assert fused == pytest.approx(base, rel=1e-4)
+    assert compiled == pytest.approx(base, rel=1e-4)
