@@ -43,51 +43,6 @@ def _solver(argv: list[str]):
         return ac_train.get_solver(xp.cfg)
 
 
-class Runner:
-    """Runs training steps of one solver, resuming its dataloader between rounds."""
-
-    def __init__(self, solver):
-        from audiocraft.utils.utils import get_dataset_from_loader
-
-        self.solver = solver
-        get_dataset_from_loader(solver.dataloaders["train"]).current_epoch = 1
-        self.it = iter(solver.dataloaders["train"])
-        self.wait = self.step = 0.0
-        self.steps = 0
-
-    def _next(self):
-        try:
-            return next(self.it)
-        except StopIteration:
-            self.it = iter(self.solver.dataloaders["train"])
-            return next(self.it)
-
-    def run(self, n: int, timed: bool = True) -> None:
-        def loop():
-            self.solver.model.train()
-            for idx in range(n):
-                t0 = time.perf_counter()
-                batch = self._next()
-                t1 = time.perf_counter()
-                self.solver.run_step(idx, batch, {})
-                t2 = time.perf_counter()
-                if timed:
-                    self.wait += t1 - t0
-                    self.step += t2 - t1
-                    self.steps += 1
-            return {}
-
-        self.solver._start_epoch()  # flashy logs each stage once per epoch: start a fresh (uncommitted) one
-        self.solver.run_stage("train", loop)
-
-    def result(self) -> dict:
-        total = self.wait + self.step
-        return {"steps": self.steps, "steps_per_s": round(self.steps / total, 3),
-                "data_wait_ms_per_step": round(1000 * self.wait / self.steps, 2),
-                "step_ms": round(1000 * self.step / self.steps, 1),
-                "data_wait_share": round(self.wait / total, 4)}
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one JSON line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
     codec, split = load_codec(compose_config(["solver=zalo/tiny", "dset=zalo/demo"])), Path(summary["cache"]) / "valid"
     loop = {f"seams_pm{s}": compare_loop(codec, split, n=args.loop_clips, seam_frames=s) for s in (2, 4)}
-    runners = {"audio": Runner(_solver(["solver=zalo/tiny", "dset=zalo/demo"])),
-               "tokens": Runner(_solver(["solver=zalo/tiny", "dset=zalo/demo", "train_from=tokens"]))}
+    import benchkit
+
+    solvers = {"audio": _solver(["solver=zalo/tiny", "dset=zalo/demo"]),
+               "tokens": _solver(["solver=zalo/tiny", "dset=zalo/demo", "train_from=tokens"])}
+    runners = {name: benchkit.SolverSteps(s, s.dataloaders["train"], "cpu") for name, s in solvers.items()}
     for r in runners.values():
         r.run(args.warmup, timed=False)
     per_round = max(1, args.steps // args.rounds)

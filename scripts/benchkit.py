@@ -220,6 +220,72 @@ def process_peak() -> dict:
     return {"process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
+class SolverSteps:
+    """Timed training steps of an audiocraft solver on batches of one loader, resumed between rounds.
+
+    Each `run` is one fresh (uncommitted) train stage of `n` steps (`solver.run_step`, audiocraft's forward,
+    backward and optimizer step), each step's time synchronised with the device and split into the wait for the
+    loader and the step itself; the peak memory of the timed runs is kept.
+
+    Args:
+        solver: a built solver.
+        loader: the loader its batches come from.
+        device: where it trains.
+    """
+
+    def __init__(self, solver, loader, device: str):
+        from audiocraft.utils.utils import get_dataset_from_loader
+
+        self.solver, self.loader, self.device = solver, loader, device
+        try:
+            get_dataset_from_loader(loader).current_epoch = 1
+        except AttributeError:
+            pass
+        self.it = iter(loader)
+        self.wait = self.step = 0.0
+        self.steps = 0
+        self.each: list[float] = []
+        self.peak: dict = {}
+
+    def _next(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            return next(self.it)
+
+    def run(self, n: int, timed: bool = True) -> None:
+        def loop():
+            self.solver.model.train()
+            for idx in range(n):
+                t0 = time.perf_counter()
+                batch = self._next()
+                t1 = time.perf_counter()
+                self.solver.run_step(idx, batch, {})
+                sync(self.device)
+                t2 = time.perf_counter()
+                if timed:
+                    self.wait += t1 - t0
+                    self.step += t2 - t1
+                    self.steps += 1
+                    self.each.append(round(t2 - t0, 3))
+            return {}
+
+        with Peak(self.device) as peak:
+            self.solver._start_epoch()  # flashy logs each stage once per epoch: a fresh (uncommitted) one
+            self.solver.run_stage("train", loop)
+        if timed:
+            merge_peak(self.peak, peak)
+
+    def result(self) -> dict:
+        """Seconds per step (all, the step alone, the loader's wait), steps/s, the wait's share, each step."""
+        total = self.wait + self.step
+        return {"steps": self.steps, "s_per_step": round(total / self.steps, 3),
+                "step_s": round(self.step / self.steps, 3), "steps_per_s": round(self.steps / total, 3),
+                "data_wait_s_per_step": round(self.wait / self.steps, 4),
+                "data_wait_share": round(self.wait / total, 4), "each_step_s": self.each, **self.peak}
+
+
 def ensure_project_on_path() -> None:
     """Make `zalo_music` importable from a checkout that is not installed (a bare device machine)."""
     if str(PROJECT) not in sys.path:

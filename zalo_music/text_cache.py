@@ -7,8 +7,8 @@ and runs T5 only on descriptions it has not seen; the trainable part after it (`
 upstream. Rows are exact: T5's attention masks padded keys, so a description's states do not depend on what it
 was batched with (tests/test_text_cache.py compares with the uncached conditioner).
 
-The cache is keyed by the description's text, so it is refused where the text T5 sees is random
-(`word_dropout` > 0) or T5 itself trains (`finetune`).
+The cache is keyed by the description's text: a training step with word dropout (the text T5 sees is random)
+runs upstream's path, and a fine-tuned T5 (`finetune`) is refused.
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ class TextEncoderCache:
     """
 
     def __init__(self, conditioner: tp.Any, max_mb: float) -> None:
-        if conditioner.finetune or conditioner.word_dropout > 0:
-            raise ValueError("zalo.speed.text_cache needs a frozen text encoder without word dropout "
-                             f"(finetune={conditioner.finetune}, word_dropout={conditioner.word_dropout}): "
-                             "set zalo.speed.text_cache=false")
+        if conditioner.finetune:
+            raise ValueError("zalo.speed.text_cache needs a frozen text encoder (this T5 is fine-tuned: "
+                             "conditioners.description.t5.finetune=true): set zalo.speed.text_cache=false")
+        if conditioner.word_dropout > 0:
+            logger.info("text encoder cache: evaluation and generation only; training steps run T5 because "
+                        "word_dropout=%s changes each description every step "
+                        "(conditioners.description.t5.word_dropout=0 caches them too)", conditioner.word_dropout)
         self.conditioner = conditioner
         self.max_bytes = int(max_mb * 2**20)
         self.states: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
@@ -71,10 +74,10 @@ class TextEncoderCache:
         Args:
             inputs: what `tokenize` returned.
         """
-        texts = inputs.get(TEXTS_KEY)
-        if texts is None:  # tokenized elsewhere: upstream's path
-            return self._forward(inputs)
+        texts = inputs.pop(TEXTS_KEY, None)
         c = self.conditioner
+        if texts is None or (c.training and c.word_dropout > 0):  # tokenized elsewhere, or dropped words
+            return self._forward(inputs)
         mask = inputs["attention_mask"]
         self._fill([t for t in dict.fromkeys(texts) if t])
         present = [self.states[t] for t in texts if t]

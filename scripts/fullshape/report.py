@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def _per_codebook(loop: dict) -> str:
+    """`all/away%` per codebook of a loop comparison."""
+    return ", ".join(f"{100 * x:.1f}/{100 * y:.1f}%" for x, y in
+                     zip(loop["agree_per_codebook"], loop["agree_away_from_seams_per_codebook"], strict=True))
+
+
 def _fmt_rss(d: dict) -> str:
     s = f"{d.get('peak_rss_mb', '?'):,}" if isinstance(d.get("peak_rss_mb"), int) else "?"
     if d.get("cuda_max_allocated_mb") is not None:
@@ -49,18 +55,13 @@ def table(res: dict) -> str:
                     f"{_fmt_rss(lp)} |")
         rows.append(f"| loop | distinct codes per codebook (stand-in as built) | {lp['distinct_codes_per_codebook']}"
                     f"{' DEGENERATE' if 'degenerate' in lp else ''} | |")
-        rows.append("| loop | per codebook (all / away from seams) | "
-                    + ", ".join(f"{100 * x:.1f}/{100 * y:.1f}%" for x, y in
-                                zip(lp["agree_per_codebook"], lp["agree_away_from_seams_per_codebook"], strict=True))
-                    + " | |")
+        rows.append(f"| loop | per codebook (all / away from seams) | {_per_codebook(lp)} | |")
         f = lp.get("fitted_codebooks")
         if f:
             rows.append(f"| loop | same, codebooks fitted to the encoder ({f['distinct_codes_per_codebook']} codes) | "
                         f"{100 * f['agree']:.1f}% equal, {100 * f['agree_away_from_seams']:.1f}% away from seams; "
                         f"per copy {', '.join(f'{100 * x:.1f}%' for x in f['agree_per_copy'])}; "
-                        "per codebook " + ", ".join(f"{100 * x:.1f}/{100 * y:.1f}%" for x, y in
-                                                   zip(f["agree_per_codebook"], f["agree_away_from_seams_per_codebook"],
-                                                       strict=True)) + " | |")
+                        f"per codebook {_per_codebook(f)} | |")
     for name, s in sec.items():
         if "error" in s:
             rows.append(f"| {name} | FAILED | {s['error'].splitlines()[0][:160] if s['error'] else '?'} | |")

@@ -10,60 +10,6 @@ import benchkit
 from .common import recipe_argv
 
 
-class StepRunner:
-    """Training steps of a solver on batches of one loader (scripts/bench_tokens.py's timing)."""
-
-    def __init__(self, solver, loader, device: str):
-        from audiocraft.utils.utils import get_dataset_from_loader
-
-        self.solver, self.loader, self.device = solver, loader, device
-        try:
-            get_dataset_from_loader(loader).current_epoch = 1
-        except AttributeError:
-            pass
-        self.it = iter(loader)
-        self.wait = self.step = 0.0
-        self.steps = 0
-        self.each: list[float] = []
-        self.peak: dict = {}
-
-    def _next(self):
-        try:
-            return next(self.it)
-        except StopIteration:
-            self.it = iter(self.loader)
-            return next(self.it)
-
-    def run(self, n: int, timed: bool = True) -> None:
-        def loop():
-            self.solver.model.train()
-            for idx in range(n):
-                t0 = time.perf_counter()
-                batch = self._next()
-                t1 = time.perf_counter()
-                self.solver.run_step(idx, batch, {})
-                benchkit.sync(self.device)
-                t2 = time.perf_counter()
-                if timed:
-                    self.wait += t1 - t0
-                    self.step += t2 - t1
-                    self.steps += 1
-                    self.each.append(round(t2 - t0, 3))
-            return {}
-
-        with benchkit.Peak(self.device) as peak:
-            self.solver._start_epoch()  # flashy logs each stage once per epoch: a fresh (uncommitted) one
-            self.solver.run_stage("train", loop)
-        if timed:
-            benchkit.merge_peak(self.peak, peak)
-
-    def result(self) -> dict:
-        total = self.wait + self.step
-        return {"steps": self.steps, "s_per_step": round(total / self.steps, 3),
-                "step_s": round(self.step / self.steps, 3),
-                "data_wait_s_per_step": round(self.wait / self.steps, 4), "each_step_s": self.each, **self.peak}
-
-
 def section_train(a: argparse.Namespace) -> dict:
     import torch
     from audiocraft import train as ac_train
@@ -83,8 +29,8 @@ def section_train(a: argparse.Namespace) -> dict:
     if getattr(solver, "token_cache", None) is None:
         raise RuntimeError("the token solver did not switch to the token cache")
     audio_loaders = builders.get_audio_datasets(solver.cfg, dataset_type=solver.DATASET_TYPE)
-    runners = {"audio": StepRunner(solver, audio_loaders["train"], a.device),
-               "tokens": StepRunner(solver, solver.dataloaders["train"], a.device)}
+    runners = {"audio": benchkit.SolverSteps(solver, audio_loaders["train"], a.device),
+               "tokens": benchkit.SolverSteps(solver, solver.dataloaders["train"], a.device)}
     for r in runners.values():
         r.run(a.warmup, timed=False)
     per_round = max(1, a.steps // a.rounds)
