@@ -20,6 +20,11 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 
+try:  # torch is imported by every benchmark, not by `--help`
+    from torch.overrides import TorchFunctionMode as _TorchFunctionMode
+except ImportError:  # pragma: no cover - a machine without torch runs no benchmark
+    _TorchFunctionMode = object  # type: ignore[assignment,misc]
+
 
 def machine() -> dict:
     """The CPU, cores, memory, GPUs and the versions of the stack a figure was measured with."""
@@ -284,6 +289,34 @@ class SolverSteps:
                 "step_s": round(self.step / self.steps, 3), "steps_per_s": round(self.steps / total, 3),
                 "data_wait_s_per_step": round(self.wait / self.steps, 4),
                 "data_wait_share": round(self.wait / total, 4), "each_step_s": self.each, **self.peak}
+
+
+class HostReads(_TorchFunctionMode):
+    """Counts the tensor reads that make the host wait for the device (`.item()`, `float()`, `bool()`, string
+    formatting, boolean-mask indexing) made by a solver's step and metrics, not by the data pipeline. On a CPU
+    nothing waits, but each read counted is one a GPU run would wait on."""
+
+    NAMES = {"item", "__bool__", "__float__", "__int__", "tolist", "__format__", "nonzero"}
+    DATA = ("torch/utils/data", "audiocraft/data/", "zalo_music/tokens/dataset", "conditioners.py")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        import torch
+
+        name = getattr(func, "__name__", "")
+        index = args[1] if name == "__getitem__" and len(args) > 1 else None
+        boolean = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                      for i in (index if isinstance(index, tuple) else (index,)))
+        if name in self.NAMES or boolean:
+            import traceback
+
+            files = [f.filename for f in traceback.extract_stack()]
+            if not any(d in f for f in files for d in self.DATA):
+                self.n += 1
+        return func(*args, **(kwargs or {}))
 
 
 def ensure_project_on_path() -> None:

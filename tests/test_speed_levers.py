@@ -170,3 +170,88 @@ def test_fused_adamw_and_compile_train_to_the_same_losses(demo_manifests):
     assert len(base) == 4 and all(math.isfinite(x) for x in base) and base[-1] < base[0]  # it learns
     assert fused == pytest.approx(base, rel=1e-4)
     assert compiled == pytest.approx(base, rel=1e-4)
+
+
+def test_masked_cross_entropy_equals_upstream_with_its_gradient():
+    from audiocraft.solvers.musicgen import MusicGenSolver
+
+    from zalo_music.solvers.sync_free import masked_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    B, K, T, card = 3, 4, 20, 16
+    logits = torch.randn(B, K, T, card, generator=g)
+    targets = torch.randint(0, card, (B, K, T), generator=g)
+    mask = torch.rand(B, K, T, generator=g) > 0.3
+    logits[~mask] = float("nan")  # what audiocraft's pattern revert leaves at invalid steps
+    targets[~mask] = card  # the special token
+    results = {}
+    for name, fn in (("upstream", lambda *a: MusicGenSolver._compute_cross_entropy(None, *a)),
+                     ("masked", masked_cross_entropy)):
+        x = logits.clone().requires_grad_(True)
+        ce, per_codebook = fn(x, targets, mask)
+        ce.backward()
+        results[name] = (ce.detach(), torch.stack(per_codebook), x.grad.nan_to_num(nan=123.0))
+    (ce_a, per_a, grad_a), (ce_b, per_b, grad_b) = results["upstream"], results["masked"]
+    assert torch.allclose(ce_b, ce_a, atol=1e-6) and torch.allclose(per_b, per_a, atol=1e-6)
+    assert torch.isfinite(grad_b).all() and torch.allclose(grad_b, grad_a, atol=1e-7)
+
+
+def benchkit():
+    """scripts/benchkit.py (its `HostReads` counter is the benchmark's too)."""
+    import importlib.util
+
+    from tests.helpers import PROJECT
+
+    spec = importlib.util.spec_from_file_location("benchkit", PROJECT / "scripts" / "benchkit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_stage(overrides: list[str]) -> tuple[dict, int]:
+    """The train stage of the tiny recipe (audiocraft's own stage loop), its metrics and the host reads in it."""
+    from audiocraft import train as ac_train
+
+    from zalo_music.train import main
+
+    xp = main.get_xp(["solver=zalo/tiny", "dset=zalo/demo", "logging.log_updates=1", *overrides])
+    with xp.enter():
+        solver = ac_train.get_solver(xp.cfg)
+        random.seed(1)
+        torch.manual_seed(1)
+        solver._start_epoch()
+        with benchkit().HostReads() as reads:
+            metrics = solver.run_stage("train", solver.train)
+    return metrics, reads.n
+
+
+@pytest.mark.slow  # four tiny train stages (~40 s on 2 cores)
+def test_sync_free_steps_train_the_same_and_never_wait_per_step(demo_manifests):
+    keys = ("ce", "ppl", "grad_norm", "ce_q1", "ce_q4")
+    stages = {(free, steps): _tiny_stage([f"zalo.speed.sync_free={free}", f"optim.updates_per_epoch={steps}",
+                                          f"dataset.train.num_samples={8 * steps}"])
+              for free in ("false", "true") for steps in (4, 8)}
+    for steps in (4, 8):
+        upstream, free = stages[("false", steps)][0], stages[("true", steps)][0]
+        assert all(isinstance(free[k], float) for k in keys)  # history.json gets numbers, as upstream's
+        assert {k: free[k] for k in keys} == pytest.approx({k: upstream[k] for k in keys}, rel=1e-5)
+    per_step = {free: (stages[(free, 8)][1] - stages[(free, 4)][1]) / 4 for free in ("false", "true")}
+    assert per_step["false"] >= 4  # upstream: the codebooks' masks, the loss check, every metric's float()
+    assert per_step["true"] == 0, per_step  # sync-free: reads at the stage's end only, whatever its length
+
+
+def test_a_non_finite_loss_stops_sync_free_training_within_check_every_steps():
+    from zalo_music.solvers.sync_free import CHECK_EVERY, DivergenceFlag
+
+    flag = DivergenceFlag()
+    flag.update(torch.tensor(float("nan")))
+    with pytest.raises(RuntimeError, match="diverged"):
+        for _ in range(CHECK_EVERY - 1):
+            flag.update(torch.tensor(1.0))
+    flag = DivergenceFlag()
+    for _ in range(3):
+        flag.update(torch.tensor(1.0))
+    flag.check()  # finite: nothing raised, the flag starts over
+    flag.update(torch.tensor(float("inf")))
+    with pytest.raises(RuntimeError, match="diverged"):
+        flag.check()  # the stage's end reads it whatever the count

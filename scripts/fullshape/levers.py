@@ -2,8 +2,9 @@
 
 The real recipe from tokens (`train_from=tokens`), built once with every lever off; then, in alternating rounds
 after untimed warm-up steps, the same solver trains with each configuration: the baseline, the text-encoder cache
-alone, fused AdamW alone, `torch.compile` alone (`--levers-compile 1`; compiling the full-shape LM takes minutes),
-and all of them together. The levers are switched in place between rounds (`TextEncoderCache.install/uninstall`,
+alone, fused AdamW alone, sync-free steps alone (the step's own waits: masked loss and divergence flag; the
+stage's averaging and logging are outside these timed loops), `torch.compile` alone (`--levers-compile 1`;
+compiling the full-shape LM takes minutes), and all of them together. The levers are switched in place between rounds (`TextEncoderCache.install/uninstall`,
 one AdamW per `fused` value sharing the weights, the compiled call toggled), so every configuration runs on the
 same weights, batches of the same loader and the same memory state. T5's word dropout is 0 in every mode: the
 cache serves training steps only without it.
@@ -48,8 +49,9 @@ class Levers:
                            for fused in (False, True)}
         self.compiled = False
 
-    def set(self, text_cache: bool, fused: bool, compiled: bool) -> None:
+    def set(self, text_cache: bool, fused: bool, compiled: bool, sync_free: bool = False) -> None:
         """Put the solver in one configuration."""
+        self.solver.cfg.zalo.speed.sync_free = sync_free  # read at each step (SpeedMixin.sync_free)
         if self.cache is not None:
             self.cache.install() if text_cache else self.cache.uninstall()
         self.solver.optimizer = self.optimizers[fused]
@@ -75,11 +77,11 @@ def section_levers(a: argparse.Namespace) -> dict:
     with xp.enter():
         solver = ac_train.get_solver(xp.cfg)
     levers = Levers(solver, float(solver.cfg.zalo.speed.text_cache_mb))
-    configs = {"baseline": (False, False, False), "text_cache": (True, False, False),
-               "fused_adamw": (False, True, False)}
+    configs = {"baseline": (False, False, False, False), "text_cache": (True, False, False, False),
+               "fused_adamw": (False, True, False, False), "sync_free": (False, False, False, True)}
     if a.levers_compile:
-        configs["compile"] = (False, False, True)
-    configs["all_on"] = (True, True, bool(a.levers_compile))
+        configs["compile"] = (False, False, True, False)
+    configs["all_on"] = (True, True, bool(a.levers_compile), True)
     runners = {name: benchkit.SolverSteps(solver, solver.dataloaders["train"], a.device) for name in configs}
     for name, setting in configs.items():
         levers.set(*setting)

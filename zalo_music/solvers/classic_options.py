@@ -60,7 +60,9 @@ class ClassicOptionsMixin:
         return metrics
 
     def run_step(self, idx: int, batch: tp.Any, metrics: dict) -> dict:
-        if not self.is_training or self.grad_acc == 1:  # type: ignore[attr-defined]
+        # zalo.speed.sync_free (SpeedMixin) takes this step at grad_acc 1 too: upstream's waits for the device
+        sync_free = getattr(self, "sync_free", False)
+        if not self.is_training or (self.grad_acc == 1 and not sync_free):  # type: ignore[attr-defined]
             if self.is_training:  # type: ignore[attr-defined]
                 self.optimizer_steps += 1
             return super().run_step(idx, batch, metrics)  # type: ignore[misc]
@@ -109,7 +111,10 @@ class ClassicOptionsMixin:
             deadlock.update("optim")
             if self.scaler is not None:
                 metrics["grad_scale"] = self.scaler.get_scale()
-        if not torch.isfinite(ce):
+        check = getattr(self, "check_loss", None)  # SpeedMixin's: upstream's check, or sync-free
+        if check is not None:
+            check(ce)
+        elif not torch.isfinite(ce):
             raise RuntimeError("Model probably diverged (non-finite cross-entropy).")
         metrics["ce"] = ce
         metrics["ppl"] = torch.exp(ce)

@@ -7,6 +7,7 @@
   (`fused_adamw_setting`), so audiocraft's optimizer builder and ours both see it.
 - `compile`: `torch.compile` of the LM's transformer, in place (the weights' names, checkpoints and LoRA stay as
   they are). The first steps compile (minutes at full shape); off by default.
+- `sync_free`: training steps that never wait for the device (`zalo_music/solvers/sync_free.py`); not with FSDP.
 """
 
 from __future__ import annotations
@@ -46,11 +47,18 @@ def fused_adamw_setting(cfg: omegaconf.DictConfig) -> str | None:
 
 
 class SpeedMixin:
-    """Mixed into `ZaloMusicGenSolver` before LoRA (so `compile` sees the adapters)."""
+    """Mixed into `ZaloMusicGenSolver` before the classic options and LoRA (so `compile` sees the adapters)."""
 
     cfg: tp.Any
     model: torch.nn.Module
+    is_training: bool
     text_cache: tp.Any = None
+    divergence: tp.Any = None
+
+    @property
+    def sync_free(self) -> bool:
+        """`zalo.speed.sync_free`, except with FSDP (its gradient clipping is the model's own: upstream's step)."""
+        return bool(self.cfg.zalo.speed.sync_free) and not self.cfg.fsdp.use
 
     def build_model(self) -> None:
         super().build_model()  # type: ignore[misc]
@@ -70,3 +78,50 @@ class SpeedMixin:
         """`text_cache_hit`: share of descriptions whose T5 states came from the cache this far."""
         rate = self.text_cache.hit_rate() if self.text_cache is not None else None
         return {} if rate is None else {"text_cache_hit": rate}
+
+    def _compute_cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor,
+                               mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.sync_free:
+            from zalo_music.solvers.sync_free import masked_cross_entropy
+
+            return masked_cross_entropy(logits, targets, mask)
+        return super()._compute_cross_entropy(logits, targets, mask)  # type: ignore[misc]
+
+    def check_loss(self, ce: torch.Tensor) -> None:
+        """Upstream's divergence check after each step, or, sync-free, its device-side flag.
+
+        Args:
+            ce: the step's cross-entropy.
+        """
+        if not self.sync_free:
+            if not torch.isfinite(ce):
+                raise RuntimeError("Model probably diverged (non-finite cross-entropy).")
+            return
+        from zalo_music.solvers.sync_free import DivergenceFlag
+
+        if self.divergence is None:
+            self.divergence = DivergenceFlag()
+        self.divergence.update(ce)
+
+    def log_progress(self, stage_name: str, iterable: tp.Iterable, total: int | None = None,
+                     updates: int = 5) -> tp.Any:
+        bar = super().log_progress(stage_name, iterable, total=total, updates=updates)  # type: ignore[misc]
+        if self.sync_free:
+            from flashy.logging import LogProgressBar
+
+            from zalo_music.solvers.sync_free import LazyLogProgressBar
+
+            if type(bar) is LogProgressBar:
+                bar.__class__ = LazyLogProgressBar  # same object and state; formats only the lines it logs
+        return bar
+
+    def common_train_valid(self, dataset_split: str, **kwargs: tp.Any) -> dict:
+        if not self.sync_free:
+            return super().common_train_valid(dataset_split, **kwargs)  # type: ignore[misc]
+        from zalo_music.solvers.sync_free import averaging_on_device, to_floats
+
+        with averaging_on_device():
+            metrics = super().common_train_valid(dataset_split, **kwargs)  # type: ignore[misc]
+        if self.divergence is not None:
+            self.divergence.check()  # the stage's last steps
+        return to_floats(metrics)
