@@ -151,7 +151,7 @@ def _tiny_losses(overrides: list[str], steps: int = 4) -> tuple[list[float], obj
         def loop() -> dict:
             solver.model.train()
             for idx, batch in enumerate(batches):
-                losses.append(float(solver.run_step(idx, batch, {})["ce"]))
+                losses.append(float(solver.run_step(idx, batch, {})["ce"].detach()))
             return {}
 
         solver._start_epoch()
