@@ -196,39 +196,24 @@ def test_masked_cross_entropy_equals_upstream_with_its_gradient():
     assert torch.isfinite(grad_b).all() and torch.allclose(grad_b, grad_a, atol=1e-7)
 
 
-def benchkit():
-    """scripts/benchkit.py (its `HostReads` counter is the benchmark's too)."""
-    import importlib.util
+def _stage(overrides: list[str]) -> tuple[dict, int]:
+    """scripts/bench_host_reads.py's tiny train stage (audiocraft's own stage loop): its metrics and host reads."""
+    import importlib
+    import sys
 
     from tests.helpers import PROJECT
 
-    spec = importlib.util.spec_from_file_location("benchkit", PROJECT / "scripts" / "benchkit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _tiny_stage(overrides: list[str]) -> tuple[dict, int]:
-    """The train stage of the tiny recipe (audiocraft's own stage loop), its metrics and the host reads in it."""
-    from audiocraft import train as ac_train
-
-    from zalo_music.train import main
-
-    xp = main.get_xp(["solver=zalo/tiny", "dset=zalo/demo", "logging.log_updates=1", *overrides])
-    with xp.enter():
-        solver = ac_train.get_solver(xp.cfg)
-        random.seed(1)
-        torch.manual_seed(1)
-        solver._start_epoch()
-        with benchkit().HostReads() as reads:
-            metrics = solver.run_stage("train", solver.train)
-    return metrics, reads.n
+    sys.path.insert(0, str(PROJECT / "scripts"))
+    try:
+        return importlib.import_module("bench_host_reads").stage(overrides)
+    finally:
+        sys.path.remove(str(PROJECT / "scripts"))
 
 
 @pytest.mark.slow  # four tiny train stages (~40 s on 2 cores)
 def test_sync_free_steps_train_the_same_and_never_wait_per_step(demo_manifests):
     keys = ("ce", "ppl", "grad_norm", "ce_q1", "ce_q4")
-    stages = {(free, steps): _tiny_stage([f"zalo.speed.sync_free={free}", f"optim.updates_per_epoch={steps}",
+    stages = {(free, steps): _stage([f"zalo.speed.sync_free={free}", f"optim.updates_per_epoch={steps}",
                                           f"dataset.train.num_samples={8 * steps}"])
               for free in ("false", "true") for steps in (4, 8)}
     for steps in (4, 8):
