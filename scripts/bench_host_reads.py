@@ -1,10 +1,13 @@
-"""Host reads per training step (each one a wait for the GPU), upstream's step vs `zalo.speed.sync_free`.
+"""Host waits per training step (each one a stall of the GPU's queue), upstream's step vs `zalo.speed.sync_free`.
 
 Runs the train stage of the tiny recipe (audiocraft's own stage loop: step, metric averaging, progress log) at two
-lengths with the sync-free lever off and on, counts the reads of tensor values the solver's step and metrics make
-(`benchkit.HostReads`: `.item()`, `float()`, `bool()`, formatting, boolean-mask indexing; the data pipeline's
-are left out), and reports the reads per step (the difference between the two lengths over their step difference)
-and whether the stage metrics agree. On a CPU nothing waits; on a GPU each read per step stalls the queue.
+lengths with the sync-free lever off and on, counts what the solver's step and metrics make the host wait on
+(`benchkit.HostReads`: reads of tensor values, `.item()`, `float()`, `bool()`, formatting, boolean-mask indexing,
+outside the data pipeline; and blocking copies to the device), and reports them per step (the difference between
+the two lengths over their step difference), by call site, and whether the stage metrics agree. On a CPU nothing
+waits; on a GPU each one per step stalls the queue. The tiny recipe trains from audio, whose batch copy is
+upstream's (`MusicGenSolver._prepare_tokens_and_attributes`); the real recipe from tokens is counted by
+`bench_fullshape.py --only levers`.
 
     .venv/bin/python scripts/bench_host_reads.py [--steps 4 8]
 """
@@ -20,8 +23,8 @@ from pathlib import Path
 import benchkit
 
 
-def stage(overrides: list[str]) -> tuple[dict, int]:
-    """The tiny recipe's train stage: its metrics and the host reads counted in it."""
+def stage(overrides: list[str]) -> tuple[dict, benchkit.HostReads]:
+    """The tiny recipe's train stage: its metrics and what waits for the device in it (reads, copies)."""
     import torch
     from audiocraft import train as ac_train
 
@@ -35,7 +38,7 @@ def stage(overrides: list[str]) -> tuple[dict, int]:
         solver._start_epoch()
         with benchkit.HostReads() as reads:
             metrics = solver.run_stage("train", solver.train)
-    return metrics, reads.n
+    return metrics, reads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {**benchkit.result_header(__file__, argv if argv is not None else sys.argv[1:]), "modes": {}}
     for free in ("false", "true"):
         result["modes"]["sync_free" if free == "true" else "upstream"] = {
-            "reads": {n: runs[(free, n)][1] for n in a.steps},
-            "reads_per_step": (runs[(free, long)][1] - runs[(free, short)][1]) / (long - short),
+            "reads": {n: runs[(free, n)][1].n for n in a.steps},
+            "reads_per_step": (runs[(free, long)][1].n - runs[(free, short)][1].n) / (long - short),
+            "blocking_copies_per_step": (runs[(free, long)][1].copies - runs[(free, short)][1].copies) / (long - short),
+            "sites_per_step": {site: (k - runs[(free, short)][1].sites[site]) / (long - short)
+                               for site, k in sorted(runs[(free, long)][1].sites.items())
+                               if k != runs[(free, short)][1].sites[site]},
             "metrics": {n: {k: runs[(free, n)][0][k] for k in keys} for n in a.steps}}
     result["max_metric_difference"] = max(abs(runs[("true", n)][0][k] - runs[("false", n)][0][k])
                                           for n in a.steps for k in keys)

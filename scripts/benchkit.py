@@ -7,6 +7,7 @@ never copied: a benchmark measures the functions users run.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import platform
@@ -291,32 +292,73 @@ class SolverSteps:
                 "data_wait_share": round(self.wait / total, 4), "each_step_s": self.each, **self.peak}
 
 
+def _site(frame) -> str:
+    """`package/module.py:line` of a stack frame (the path below site-packages, the sources or the checkout)."""
+    path = frame.filename
+    for root in ("site-packages/", "/src/audiocraft-1.3.0/", f"{PROJECT}/"):
+        path = path.split(root)[-1]
+    return f"{path}:{frame.lineno}"
+
+
 class HostReads(_TorchFunctionMode):
-    """Counts the tensor reads that make the host wait for the device (`.item()`, `float()`, `bool()`, string
-    formatting, boolean-mask indexing) made by a solver's step and metrics, not by the data pipeline. On a CPU
-    nothing waits, but each read counted is one a GPU run would wait on."""
+    """Counts what makes the host wait for the device in a solver's step and metrics.
+
+    - `n`: tensor reads (`.item()`, `float()`, `bool()`, string formatting, boolean-mask indexing), outside the data
+      pipeline.
+    - `copies`: blocking copies to the configured device (`.to("cuda")` / `.cuda()` without `non_blocking=True`,
+      a tensor built with `device="cuda"`), outside the loader: on CUDA each one synchronises the stream (torch
+      waits for the copy, and so for everything queued before it). The target is told by its type: code places
+      host data with the config's device string (`cfg.device`, a conditioner's `device`), while `.to(t.device)`
+      (a `torch.device`) moves between tensors of one device, a no-op on a GPU, and is not counted; nor is
+      host placement written as `torch.device("cpu")` (`zalo_music.solvers.sync_free.tokenize_on_host`).
+    `sites` counts both by call site (file:line), for the report.
+
+    On a CPU nothing waits, but each read or copy counted is one a GPU run would wait on.
+    """
 
     NAMES = {"item", "__bool__", "__float__", "__int__", "tolist", "__format__", "nonzero"}
     DATA = ("torch/utils/data", "audiocraft/data/", "zalo_music/tokens/dataset", "conditioners.py")
+    LOADER = ("torch/utils/data",)
 
     def __init__(self) -> None:
         super().__init__()
         self.n = 0
+        self.copies = 0
+        self.sites: collections.Counter = collections.Counter()
+
+    @staticmethod
+    def _blocking_copy(name: str, args: tuple, kwargs: dict) -> bool:
+        if kwargs.get("non_blocking") or (name == "to" and any(a is True for a in args[2:])):
+            return False
+        if name == "cuda":
+            return True
+        if name in ("to", "tensor", "as_tensor"):
+            targets = (*args[1:2], kwargs.get("device")) if name == "to" else (kwargs.get("device"),)
+            return any(isinstance(t, str) for t in targets)
+        return False
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         import torch
 
+        kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         index = args[1] if name == "__getitem__" and len(args) > 1 else None
         boolean = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
                       for i in (index if isinstance(index, tuple) else (index,)))
-        if name in self.NAMES or boolean:
+        read = name in self.NAMES or boolean
+        copy = self._blocking_copy(name, args, kwargs)
+        if read or copy:
             import traceback
 
-            files = [f.filename for f in traceback.extract_stack()]
-            if not any(d in f for f in files for d in self.DATA):
+            stack = traceback.extract_stack()[:-1]
+            files = [f.filename for f in stack]
+            if read and not any(d in f for f in files for d in self.DATA):
                 self.n += 1
-        return func(*args, **(kwargs or {}))
+                self.sites[f"read {_site(stack[-1])}"] += 1
+            if copy and not any(d in f for f in files for d in self.LOADER):
+                self.copies += 1
+                self.sites[f"copy {_site(stack[-1])}"] += 1
+        return func(*args, **kwargs)
 
 
 def ensure_project_on_path() -> None:

@@ -92,6 +92,19 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(clap_fixture.HF_ROOT, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def benchkit():
+    """`scripts/benchkit.py`, the benchmarks' harness (its counters serve tests too)."""
+    import importlib
+
+    scripts = str(PROJECT / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        yield importlib.import_module("benchkit")
+    finally:
+        sys.path.remove(scripts)
+
+
 @pytest.fixture(scope="module")
 def tiny_random_musicgen():
     """A `MusicGen` of the tiny recipe's LM with random weights on its persisted debug codec (no training).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 
@@ -11,15 +10,6 @@ import pytest
 from tests.helpers import PROJECT
 
 SCRIPTS = PROJECT / "scripts"
-
-
-@pytest.fixture(scope="module")
-def benchkit():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        yield importlib.import_module("benchkit")
-    finally:
-        sys.path.remove(str(SCRIPTS))
 
 
 def test_synthetic_clips_are_the_length_and_rate_asked(benchkit, tmp_path):
@@ -53,6 +43,26 @@ def test_result_header_names_the_command_and_machine(benchkit):
     head = benchkit.result_header(SCRIPTS / "bench_generate.py", ["--n", "4"])
     assert head["command"] == ".venv/bin/python scripts/bench_generate.py --n 4"
     assert head["machine"]["cores"] >= 1 and head["machine"]["torch"] and head["date_utc"].endswith("Z")
+
+
+def test_host_reads_counts_reads_and_the_copies_that_wait(benchkit):
+    """What a GPU would wait on: value reads, and copies to the config's device (a string) without non_blocking;
+    a move to another tensor's device (a torch.device: a no-op on a GPU) and a non-blocking copy do not count."""
+    import torch
+
+    x = torch.ones(3)
+    with benchkit.HostReads() as waits:
+        x.sum().item()
+        bool(x.any())
+        x[x > 0]
+        x.to("cpu")
+        torch.tensor([1, 2], device="cpu")
+        x.to(x.device)
+        x.to("cpu", non_blocking=True)
+        x.to(torch.device("cpu"))
+        x + 1
+    assert (waits.n, waits.copies) == (3, 2), dict(waits.sites)
+    assert sum(k for site, k in waits.sites.items() if site.startswith("copy tests/test_scripts.py")) == 2
 
 
 @pytest.mark.e2e

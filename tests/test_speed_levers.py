@@ -112,6 +112,25 @@ def test_the_cache_refuses_a_trained_t5_and_lets_word_dropout_through(t5_conditi
         cond.eval()
 
 
+def test_tokenize_on_host_gives_upstreams_tokens_without_a_blocking_copy(t5_conditioner, benchkit):
+    """Sync-free tokenization: upstream's ids and masks (a dropped description included), the conditioner's
+    device given back, and no copy that would wait on a GPU, where upstream's makes two (ids and mask)."""
+    from audiocraft.modules.conditioners import ConditioningAttributes, ConditioningProvider
+
+    from zalo_music.solvers.sync_free import tokenize_on_host
+
+    provider = ConditioningProvider({"description": t5_conditioner}, device="cpu")
+    attributes = [ConditioningAttributes(text={"description": t}) for t in (TEXTS[1], None, TEXTS[2])]
+    with benchkit.HostReads() as upstream_waits:
+        want = provider.tokenize(attributes)["description"]
+    with benchkit.HostReads() as waits:
+        got = tokenize_on_host(provider, attributes, "cpu")["description"]
+    assert type(got) is type(want) and set(got.keys()) == {"input_ids", "attention_mask"} == set(want.keys())
+    assert all(torch.equal(got[k], want[k]) for k in want) and not got["attention_mask"][1].any()
+    assert t5_conditioner.device == "cpu"
+    assert (upstream_waits.copies, waits.copies) == (2, 0), dict(waits.sites)
+
+
 def test_fused_adamw_setting():
     from omegaconf import OmegaConf
 
@@ -196,7 +215,7 @@ def test_masked_cross_entropy_equals_upstream_with_its_gradient():
     assert torch.isfinite(grad_b).all() and torch.allclose(grad_b, grad_a, atol=1e-7)
 
 
-def _stage(overrides: list[str]) -> tuple[dict, int]:
+def _stage(overrides: list[str]) -> tuple[dict, object]:
     """scripts/bench_host_reads.py's tiny train stage (audiocraft's own stage loop): its metrics and host reads."""
     import importlib
     import sys
@@ -220,7 +239,7 @@ def test_sync_free_steps_train_the_same_and_never_wait_per_step(demo_manifests):
         upstream, free = stages[("false", steps)][0], stages[("true", steps)][0]
         assert all(isinstance(free[k], float) for k in keys)  # history.json gets numbers, as upstream's
         assert {k: free[k] for k in keys} == pytest.approx({k: upstream[k] for k in keys}, rel=1e-5)
-    per_step = {free: (stages[(free, 8)][1] - stages[(free, 4)][1]) / 4 for free in ("false", "true")}
+    per_step = {free: (stages[(free, 8)][1].n - stages[(free, 4)][1].n) / 4 for free in ("false", "true")}
     assert per_step["false"] >= 4  # upstream: the codebooks' masks, the loss check, every metric's float()
     assert per_step["true"] == 0, per_step  # sync-free: reads at the stage's end only, whatever its length
 

@@ -84,6 +84,28 @@ def test_loss_from_tokens_equals_loss_from_audio(token_cache: dict):
     (ce_audio, codes_audio), (ce_tokens, codes_tokens) = ces
     assert torch.equal(codes_audio, codes_tokens)
     assert ce_tokens == pytest.approx(ce_audio, rel=1e-6, abs=1e-6)
+    with torch.no_grad():  # zalo.speed.sync_free: host tokenization and non-blocking copies give the same batch
+        want = solver._prepare_tokens_and_attributes(tok_batch)
+        solver.cfg.zalo.speed.sync_free = True
+        got = solver._prepare_tokens_and_attributes(tok_batch)
+    assert all(torch.equal(g, w) for g, w in zip(got[1:], want[1:], strict=True))
+    assert all(torch.equal(got[0][k][i], want[0][k][i]) for k in want[0] for i in (0, 1))
+
+
+def test_token_batches_are_pinned_for_a_gpu(token_cache: dict):
+    """On CUDA the loaders pin each batch, so the solver's `non_blocking` copy of the codes never waits for the
+    GPU; on a CPU there is nothing to pin."""
+    import warnings
+
+    from zalo_music.tokens.dataset import build_token_loaders
+    from zalo_music.train import main
+
+    for device, pinned in (("cpu", False), ("cuda", True)):
+        cfg = main.get_xp([*TOKEN_ARGV, f"device={device}"]).cfg
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns that no accelerator is there to pin for
+            loaders = build_token_loaders(cfg, token_cache["cache"], frame_rate=25, special_token=2048)
+        assert {split: loader.pin_memory for split, loader in loaders.items()} == {"train": pinned, "valid": pinned}
 
 
 @pytest.mark.slow  # tokenizes the demo again with another codec (~30 s)

@@ -63,6 +63,21 @@ class Levers:
         self.compiled = compiled
 
 
+def host_waits(levers: Levers, setting: tuple, runner: benchkit.SolverSteps) -> dict:
+    """Host reads and blocking copies per step of one configuration (`benchkit.HostReads`), from two untimed
+    stages of 1 and 3 steps (the difference leaves out what a stage does once), with the call sites."""
+    levers.set(*setting)
+    counted = []
+    for n in (1, 3):
+        with benchkit.HostReads() as waits:
+            runner.run(n, timed=False)
+        counted.append(waits)
+    short, long = counted
+    sites = {site: (long.sites[site] - short.sites[site]) / 2 for site in long.sites}
+    return {"host_reads_per_step": (long.n - short.n) / 2, "blocking_copies_per_step": (long.copies - short.copies) / 2,
+            "host_wait_sites": {site: k for site, k in sorted(sites.items()) if k}}
+
+
 def section_levers(a: argparse.Namespace) -> dict:
     import torch
     from audiocraft import train as ac_train
@@ -86,12 +101,13 @@ def section_levers(a: argparse.Namespace) -> dict:
     for name, setting in configs.items():
         levers.set(*setting)
         runners[name].run(a.warmup, timed=False)
+    waits = {name: host_waits(levers, setting, runners[name]) for name, setting in configs.items()}
     per_round = max(1, a.steps // a.rounds)
     for _ in range(a.rounds):
         for name, setting in configs.items():
             levers.set(*setting)
             runners[name].run(per_round)
-    res: dict = {"modes": {name: r.result() for name, r in runners.items()}}
+    res: dict = {"modes": {name: {**r.result(), **waits[name]} for name, r in runners.items()}}
     shape = solver._shape()
     step_flops = train_flops_per_frame(shape, 1.0) * shape.frames * a.batch
     base = res["modes"]["baseline"]["s_per_step"]

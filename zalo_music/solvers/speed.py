@@ -79,6 +79,19 @@ class SpeedMixin:
         rate = self.text_cache.hit_rate() if self.text_cache is not None else None
         return {} if rate is None else {"text_cache_hit": rate}
 
+    def tokenize_conditions(self, attributes: list) -> dict:
+        """Upstream's tokenization of the batch's conditions, or, sync-free, built on the host and sent without
+        a wait (`sync_free.tokenize_on_host`).
+
+        Args:
+            attributes: the batch's `ConditioningAttributes`.
+        """
+        if not self.sync_free:
+            return super().tokenize_conditions(attributes)  # type: ignore[misc]
+        from zalo_music.solvers.sync_free import tokenize_on_host
+
+        return tokenize_on_host(self.model.condition_provider, attributes, self.device)  # type: ignore[attr-defined]
+
     def _compute_cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor,
                                mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.sync_free:

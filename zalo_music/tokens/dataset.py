@@ -186,6 +186,8 @@ def build_token_loaders(cfg, cache: str, frame_rate: float, special_token: int,
         batch_size, num_workers = kwargs.pop("batch_size", None), kwargs.pop("num_workers")
         dataset = TokenMusicDataset(SplitCodes(Path(cache) / split), frame_rate, special_token,
                                     repeat=token_repeat(cfg), **kwargs)
+        # Pinned batches on CUDA: the solver's copy to the GPU is then asynchronous (`non_blocking`).
         loaders[split] = get_loader(dataset, kwargs["num_samples"], batch_size=batch_size, num_workers=num_workers,
-                                    seed=cfg.seed, collate_fn=dataset.collater, shuffle=kwargs["shuffle"])
+                                    seed=cfg.seed, collate_fn=dataset.collater, shuffle=kwargs["shuffle"],
+                                    pin_memory=str(cfg.device).startswith("cuda"))
     return loaders
