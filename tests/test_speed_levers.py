@@ -60,6 +60,7 @@ def test_cached_conditioning_equals_upstream(t5_conditioner, max_mb):
     cond = cache.conditioner
     batches = [[TEXTS[0], None, TEXTS[1], TEXTS[0]],  # a repeat and a dropped description (CFG dropout)
                [TEXTS[2], TEXTS[1], TEXTS[3]],        # other lengths, one seen before
+               [None, None],                          # every description dropped
                [TEXTS[3], TEXTS[0], None, TEXTS[2]]]  # all seen (unless evicted)
     for texts in batches:
         want, want_mask = _upstream(t5_conditioner, texts)

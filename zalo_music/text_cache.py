@@ -80,13 +80,12 @@ class TextEncoderCache:
             return self._forward(inputs)
         mask = inputs["attention_mask"]
         self._fill([t for t in dict.fromkeys(texts) if t])
-        present = [self.states[t] for t in texts if t]
-        dtype = present[0].dtype if present else torch.float32
-        embeds = torch.zeros(len(texts), mask.shape[1], c.output_proj.in_features, dtype=dtype, device=mask.device)
-        for i, text in enumerate(texts):
-            if text:  # a dropped description ("") keeps zeros: upstream zeroes its mask, so its states never count
-                state = self.states[text]
-                embeds[i, :state.shape[0]] = state
+        dtype = next((self.states[t].dtype for t in texts if t), torch.float32)
+        # A dropped description ("") gets no states (zeros): upstream zeroes its mask, so its states never count.
+        none = torch.zeros(0, c.output_proj.in_features, dtype=dtype, device=mask.device)
+        rows = [self.states[t] if t else none for t in texts]
+        embeds = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # one padded copy, not one per row
+        embeds = torch.nn.functional.pad(embeds, (0, 0, 0, mask.shape[1] - embeds.shape[1]))
         embeds = c.output_proj(embeds.to(c.output_proj.weight))
         return embeds * mask.unsqueeze(-1), mask
 
