@@ -52,6 +52,55 @@ def test_shard_assigns_whole_batches_round_robin():
     assert shard(batches, "4/5") == []  # more shards than batches: the extra shards have nothing to do
 
 
+def test_length_order_batches_similar_lengths_and_keeps_every_item():
+    """`--batch-order length`: batches cut from the items sorted by (length, id), so each batch pads little;
+    id order is consecutive sorted ids."""
+    from zalo_music.batches import make_batches
+
+    texts = ["a" * n for n in (9, 1, 5, 1, 7, 3, 5, 2)]
+    items = [(f"{k:02d}.mp3", t, Path(f"{k:02d}.mp3")) for k, t in enumerate(texts)]
+    by_length = make_batches(items, 3, length=len)
+    assert [[it[0] for it in b] for b in by_length] == [["01.mp3", "03.mp3", "07.mp3"],
+                                                        ["05.mp3", "02.mp3", "06.mp3"], ["04.mp3", "00.mp3"]]
+    assert make_batches(items, 3) == [items[0:3], items[3:6], items[6:8]]
+    padded = {order: sum(max(len(it[1]) for it in b) * len(b) for b in batches)
+              for order, batches in (("length", by_length), ("id", make_batches(items, 3)))}
+    assert padded == {"length": 2 * 3 + 5 * 3 + 9 * 2, "id": 9 * 3 + 7 * 3 + 5 * 2}
+
+
+def test_length_order_pads_the_public_test_descriptions_little(tmp_path):
+    """The T5 lengths of the real public-test descriptions (a sentencepiece T5 tokenizer trained here): batches of
+    16 in length order pad a small fraction of what id order pads."""
+    import json
+    import types
+
+    from transformers import T5Tokenizer
+
+    from tests.helpers import SHARED
+    from zalo_music.batches import check_items
+    from zalo_music.generate import GenerationConfig, _batches, text_length
+    from zalo_music.standins.vocabularies import corpus, write_t5_sentencepiece
+
+    if not (SHARED / "public_test.json").is_file():
+        pytest.skip(f"{SHARED / 'public_test.json'} is absent (the competition data lives beside the checkout)")
+    write_t5_sentencepiece(tmp_path, corpus(400, seed=0))
+    conditioner = types.SimpleNamespace(t5_tokenizer=T5Tokenizer.from_pretrained(str(tmp_path), legacy=False))
+    model = types.SimpleNamespace(lm=types.SimpleNamespace(
+        condition_provider=types.SimpleNamespace(conditioners={"description": conditioner})))
+    items, _ = check_items(json.loads((SHARED / "public_test.json").read_text()), tmp_path / "out")
+    length = text_length(model)
+    assert length("calm piano") == len(conditioner.t5_tokenizer("calm piano")["input_ids"])  # with the end token
+    assert length("piano " * 2000) == 512  # what T5 takes
+
+    def padded_share(order: str) -> float:
+        batches = _batches(items, GenerationConfig(batch_size=16, batch_order=order), model, None)
+        widths = [[length(text) for _, text, _ in batch] for batch in batches]
+        return 1 - sum(map(sum, widths)) / sum(max(w) * len(w) for w in widths)
+
+    shares = {order: padded_share(order) for order in ("length", "id")}
+    assert shares["id"] > 0.3 and shares["length"] < shares["id"] / 5, shares
+
+
 def test_shards_union_is_byte_identical_to_unsharded_run(model, texts, tmp_path):
     """Shards 0/3, 1/3, 2/3 into one folder and into separate folders: disjoint, complete, same bytes."""
     from zalo_music.generate import generate

@@ -1,8 +1,8 @@
 """The work of one `generate` run cut into batches: which ids, in which batches, with which seed, in which shard,
 and which run holds a batch while it is generated.
 
-Determinism: items are sorted by id and cut into fixed batches of `batch_size`; each batch is seeded from
-(seed, its ids). A batch is skipped only when all its files exist, otherwise it is regenerated whole, so an
+Determinism: items are sorted (by the text encoder's length of their description, then id; or by id alone) and
+cut into fixed batches of `batch_size`; each batch is seeded from (seed, its ids). A batch is skipped only when all its files exist, otherwise it is regenerated whole, so an
 interrupted run finishes with the same bytes as an uninterrupted one (for the same batch size and device).
 `--shard i/n` hands out those whole batches (batch k to shard k mod n), so the shards' files together are
 the unsharded run's bytes. Concurrent runs on one `--out` share the work through per-batch locks
@@ -49,13 +49,20 @@ def check_items(descriptions: dict[str, str], out_dir: Path) -> tuple[list[Item]
     return items, errors
 
 
-def make_batches(items: list[Item], batch_size: int) -> list[list[Item]]:
-    """The sorted items cut into consecutive batches of `batch_size` (the last one may be shorter).
+def make_batches(items: list[Item], batch_size: int,
+                 length: tp.Callable[[str], int] | None = None) -> list[list[Item]]:
+    """The items cut into consecutive batches of `batch_size` (the last one may be shorter), in id order or, with
+    `length`, in order of length (ties by id): a batch pads its descriptions to its longest, so batches of
+    similar lengths compute little padding (public test, batch 16: 1.4% padded positions vs 41% in id order;
+    docs/BENCHMARKS.md).
 
     Args:
         items: (id, text, output path) items, sorted by id (`check_items`).
         batch_size: items per batch (>= 1).
+        length: `text -> positions the text encoder gets` (`generate.text_length`), or None for id order.
     """
+    if length is not None:
+        items = sorted(items, key=lambda it: (length(it[1]), it[0]))
     return [items[k:k + batch_size] for k in range(0, len(items), batch_size)]
 
 

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 #: The token decoding loops `--decoder` accepts: ours (zalo_music/fast_decoder.py, default) and audiocraft's own
 #: `MusicGen` loop.
 DECODERS = ("fast", "audiocraft")
+#: How `generate` groups descriptions into batches (`batches.make_batches`): by the text encoder's length (a
+#: batch pads its descriptions to its longest one) or consecutive sorted ids.
+BATCH_ORDERS = ("length", "id")
 
 
 def _option(default: tp.Any, help: str, low: float | None = None, high: float | None = None,
@@ -49,8 +52,11 @@ class GenerationConfig:
     top_p: float = _option(0.0, "nucleus sampling (0: use top-k)", low=0, high=1)
     temperature: float = _option(1.0, "softmax temperature", low=0, low_open=True)
     cfg_coef: float = _option(3.0, "classifier-free guidance coefficient", low=0)
-    seed: int = _option(0, "same seed + batch size, same audio")
+    seed: int = _option(0, "same seed, batch size and batch order: same audio")
     batch_size: int = _option(16, "descriptions per forward pass", low=1)
+    batch_order: str = _option("length", "how descriptions are grouped into batches: length (similar T5 lengths "
+                                         "together, so a batch pads little) or id (consecutive sorted ids)",
+                               choices=BATCH_ORDERS)
     #: Best-of-N: samples drawn per description (in the same batched LM pass); the one whose written MP3 has
     #: the highest CLAP against its description is kept. 1: no CLAP at all.
     candidates: int = _option(1, "best-of-N: N samples per description in one batched pass, the one with the "

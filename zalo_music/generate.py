@@ -77,6 +77,19 @@ def load_model(spec: str, device: str | None = None):
         raise
 
 
+def _text_tokenizer(model) -> tuple[tp.Any, int] | None:
+    """(T5 tokenizer, the positions T5 takes) of the model's description conditioner, or None (the LUT of the tiny
+    recipe has none)."""
+    providers = getattr(getattr(model, "lm", None), "condition_provider", None)
+    conditioners = getattr(providers, "conditioners", {})  # an nn.ModuleDict: no .get()
+    conditioner = conditioners["description"] if "description" in conditioners else None
+    tokenizer = getattr(conditioner, "t5_tokenizer", None)
+    if tokenizer is None:
+        return None
+    # tokenizers built from a bare vocabulary report a huge sentinel: fall back to T5's length
+    return tokenizer, tokenizer.model_max_length if tokenizer.model_max_length <= 100_000 else T5_MAX_TOKENS
+
+
 def text_truncator(model) -> tp.Callable[[str], tuple[str, int]]:
     """A function `text -> (text cut to what the model's text encoder takes, original token count or 0)`.
 
@@ -87,14 +100,10 @@ def text_truncator(model) -> tp.Callable[[str], tuple[str, int]]:
     Args:
         model: a MusicGen.
     """
-    providers = getattr(getattr(model, "lm", None), "condition_provider", None)
-    conditioners = getattr(providers, "conditioners", {})  # an nn.ModuleDict: no .get()
-    conditioner = conditioners["description"] if "description" in conditioners else None
-    tokenizer = getattr(conditioner, "t5_tokenizer", None)
-    if tokenizer is None:
+    found = _text_tokenizer(model)
+    if found is None:
         return lambda text: (text, 0)
-    # tokenizers built from a bare vocabulary report a huge sentinel: fall back to T5's length
-    limit = tokenizer.model_max_length if tokenizer.model_max_length <= 100_000 else T5_MAX_TOKENS
+    tokenizer, limit = found
 
     def truncate(text: str) -> tuple[str, int]:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -103,6 +112,20 @@ def text_truncator(model) -> tp.Callable[[str], tuple[str, int]]:
         return tokenizer.decode(ids[:limit - 1], skip_special_tokens=True), len(ids)
 
     return truncate
+
+
+def text_length(model) -> tp.Callable[[str], int]:
+    """A function `text -> positions the model's text encoder gets for it` (its tokens and end-of-sequence, at most
+    what it takes: a batch pads to its longest); characters for a model without a T5 tokenizer.
+
+    Args:
+        model: a MusicGen.
+    """
+    found = _text_tokenizer(model)
+    if found is None:
+        return len
+    tokenizer, limit = found
+    return lambda text: min(len(tokenizer(text)["input_ids"]), limit)
 
 
 def generate_batch(model, texts: list[str], decoder: str = "fast") -> torch.Tensor:
@@ -202,8 +225,9 @@ class _Run:
     def best_of(self) -> bool:
         return self.gen.candidates > 1
 
-    def unfinished(self, batch: list[Item]) -> bool:
-        """Whether some clip of `batch` is missing or not finished (an unfinished one is named, once)."""
+    def unfinished(self, batch: list[Item], quiet: bool = False) -> bool:
+        """Whether some clip of `batch` is missing or not finished (an unfinished one is named, once, unless
+        `quiet`)."""
         from .rerank import read_report
 
         bad = False
@@ -215,7 +239,7 @@ class _Run:
                 problem = clips.clip_problem(target, self.gen.sample_rate, self.gen.duration)
                 if problem is None and (recorded is None or key in recorded):
                     continue
-                if problem is None:
+                if problem is None or quiet:
                     bad = True
                     continue
                 if key not in self.invalid:
@@ -325,14 +349,23 @@ def _check_settings(gen: GenerationConfig) -> None:
     check_decoder(gen.decoder)
 
 
-def _plan(json_path: str | Path, out: Path, gen: GenerationConfig,
-          shard_spec: str | None) -> tuple[dict[str, str], list[list[Item]], dict[str, str]]:
-    """The JSON's descriptions, this shard's batches, and the reason for each refused id."""
+def _read_items(json_path: str | Path, out: Path) -> tuple[dict[str, str], list[Item], dict[str, str]]:
+    """The JSON's descriptions, its valid items sorted by id, and the reason for each refused id."""
     descriptions, duplicates = read_zalo_json(json_path)
     items, refused = check_items({k: v for k, v in descriptions.items() if k not in duplicates}, out)
     refused.update({k: f"duplicate id ({n} times in the JSON)" for k, n in duplicates.items()})
+    return descriptions, items, refused
+
+
+def _batches(items: list[Item], gen: GenerationConfig, model: tp.Any, shard_spec: str | None) -> list[list[Item]]:
+    """This shard's batches of `items` (`--batch-order`, `--batch-size`, `--shard`).
+
+    Length order reads the model's tokenizer. Without a model (every clip was already finished, so none was
+    loaded) id order stands in: a shard's batch count and sizes, all that the summary reads then, are the same.
+    """
+    length = text_length(model) if gen.batch_order == "length" and model is not None else None
     # Batch first, then shard: sharding items would regroup them into other batches, with other seeds.
-    return descriptions, shard(make_batches(items, gen.batch_size), shard_spec), refused
+    return shard(make_batches(items, gen.batch_size, length), shard_spec)
 
 
 def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: GenerationConfig | None = None,
@@ -361,9 +394,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     _check_settings(gen)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    descriptions, batches, errors = _plan(json_path, out, gen, shard_spec)
-    items = [it for batch in batches for it in batch]  # this shard's items
-    stale = remove_stale_temps(items)
+    descriptions, all_items, errors = _read_items(json_path, out)
     run = _Run(gen, out, descriptions)
     if run.best_of:
         from . import rerank as rr
@@ -373,11 +404,16 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         # (not the decoder: both decoders draw the same codes, tests/test_fast_decoder.py)
         run.settings = {**{k: v for k, v in vars(gen).items() if k != "decoder"}, **rerank.settings()}
         rr.check_settings(out, run.settings)
-    todo = [b for b in batches if run.unfinished(b)]
     start = time.time()
-    if run.best_of and todo:
+    # The model first, unless every clip of the JSON is finished: this shard's batches may need its tokenizer.
+    pending = run.unfinished(all_items, quiet=True)
+    if run.best_of and pending:
         run.reranker = rerank.build()  # before the model: fail fast on a missing CLAP
-    run.model = model if model is not None or not todo else load_model(model_spec, device)
+    run.model = model if model is not None or not pending else load_model(model_spec, device)
+    batches = _batches(all_items, gen, run.model, shard_spec)
+    items = [it for batch in batches for it in batch]  # this shard's items
+    stale = remove_stale_temps(items)
+    todo = [b for b in batches if run.unfinished(b)]
     if run.model is not None:
         run.model.set_generation_params(**gen.sampling_params())
         if todo and gen.decoder == "fast":

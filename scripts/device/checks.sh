@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The GPU measurements of the training-speed and generation-speed work, as ONE command on a lent device machine.
+#
+# Here, first:   .venv/bin/python scripts/device/kit.py          (writes .device/: wheels, audiocraft, stubs, texts)
+# Then:          run(command="bash scripts/device/checks.sh all", carry=[".device"], timeout_s=570)
+#
+# Parts (arguments, in order; `all` = train decode job), each under its own time limit so that one slow part
+# leaves the others their time; every figure lands in $OUT as JSON, the whole log in $OUT/checks.log:
+#   train   training steps from tokens, each `zalo.speed.*` lever off/on, host waits per step
+#           (bench_fullshape.py --only levers: MFU against the peak table, data wait, peak memory)
+#   decode  ms/step of the fast decoder vs audiocraft's loop at batch 1, 16, 64 and 256 (bench_decoder.py)
+#   job     `zalo-music generate` of 2,000 descriptions end to end (model load, T5, LM, EnCodec, MP3s, ZIP),
+#           then `validate-submission`; best-of-1 at --batch-size 256
+# Stand-ins are built there at full depth (once per warm machine: /tmp/zalo-standins).
+#
+# Rehearse on a CPU (the kit for this Python, tiny sizes):
+#   CHECKS_DEVICE=cpu CHECKS_KIT=/tmp/devkit311 CHECKS_SMALL=1 OUT=/tmp/checks bash scripts/device/checks.sh all
+set -uo pipefail
+
+PY=${PYTHON:-python3}
+KIT=${CHECKS_KIT:-$PWD/.device}
+DEVICE=${CHECKS_DEVICE:-cuda}
+OUT=${OUT:-/tmp/zalo-checks}
+STANDINS=${CHECKS_STANDINS:-/tmp/zalo-standins}
+SITE=${CHECKS_SITE:-/tmp/zalo-site}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/checks.log") 2>&1
+parts=("$@")
+[[ ${#parts[@]} -eq 0 || ${parts[0]} == all ]] && parts=(train decode job)
+start=$(date +%s)
+say() { echo "[checks $(( $(date +%s) - start ))s] $*"; }
+
+# Sizes: the GPU's, or a CPU rehearsal's (CHECKS_SMALL=1: depth-1 stand-ins, short clips, few steps).
+if [[ -n ${CHECKS_SMALL:-} ]]; then
+  DEPTH=(--depth 1); LEVERS=(--steps 2 --rounds 1 --warmup 1 --batch 2 --segment 2 --clips 8 --levers-compile 0)
+  BATCHES=1:0.5,4:0.5; JOB_N=24; JOB_BATCH=8; JOB_DURATION=1; LIMIT_TRAIN=900; LIMIT_DECODE=900; LIMIT_JOB=900
+else
+  DEPTH=(); LEVERS=(--steps 6 --rounds 2 --warmup 2 --levers-compile 1)
+  BATCHES=1:10,16:10,64:10,256:10; JOB_N=2000; JOB_BATCH=256; JOB_DURATION=10
+  LIMIT_TRAIN=240; LIMIT_DECODE=170; LIMIT_JOB=150
+fi
+
+if [[ ! -d $SITE ]]; then
+  say "installing $(ls "$KIT"/wheels/*.whl | wc -l) wheels into $SITE"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+    "$KIT"/wheels/*.whl || exit 1
+fi
+export PYTHONPATH=$SITE:$KIT/src:$KIT/stubs:$PWD PYTHONUNBUFFERED=1
+"$PY" - <<'EOF' || exit 1
+import torch, transformers
+import zalo_music.runtime as r
+r.prepare()
+import audiocraft.solvers, laion_clap, dora  # noqa: F401  the closure the benches import
+print(f"[checks] torch {torch.__version__}, transformers {transformers.__version__}, "
+      f"cuda {torch.cuda.is_available()} {torch.cuda.get_device_name() if torch.cuda.is_available() else ''}")
+EOF
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
+
+if [[ ! -f $STANDINS/standins.json ]]; then
+  say "stand-ins (full shapes, random weights) into $STANDINS"
+  "$PY" -m zalo_music.cli standins --out "$STANDINS" "${DEPTH[@]}" > "$OUT/standins.log" 2>&1 || {
+    tail -20 "$OUT/standins.log"; exit 1; }
+fi
+# The hub cache and reference folder of the stand-ins, for the commands that load models by name.
+eval "$("$PY" -c "import json, shlex, sys; e = json.load(open(sys.argv[1]))['environment']
+print(' '.join(f'export {k}={shlex.quote(v)}' for k, v in e.items()))" "$STANDINS/standins.json")"
+
+status=0
+for part in "${parts[@]}"; do
+  case $part in
+    train)
+      say "train: speed levers from tokens"
+      timeout "$LIMIT_TRAIN" "$PY" scripts/bench_fullshape.py --only levers --device "$DEVICE" \
+        --standins "$STANDINS" "${DEPTH[@]}" "${LEVERS[@]}" --json "$OUT/train_levers.json" || status=1 ;;
+    decode)
+      say "decode: fast vs audiocraft at $BATCHES"
+      timeout "$LIMIT_DECODE" "$PY" scripts/bench_decoder.py --device "$DEVICE" --standins "$STANDINS" \
+        --texts "$KIT/texts/public_test.json" --batches "$BATCHES" --json "$OUT/decode.json" || status=1 ;;
+    job)
+      say "job: $JOB_N descriptions, best-of-1, --batch-size $JOB_BATCH"
+      rm -rf /tmp/zalo-job && mkdir -p /tmp/zalo-job
+      "$PY" -c "import json, sys; d = json.load(open(sys.argv[1])); n = int(sys.argv[2])
+json.dump(dict(list(d.items())[:n]), open(sys.argv[3], 'w'))" "$KIT/texts/job2000.json" "$JOB_N" /tmp/zalo-job/texts.json
+      t0=$(date +%s.%N)
+      timeout "$LIMIT_JOB" "$PY" -m zalo_music.cli generate --model facebook/musicgen-small --device "$DEVICE" \
+        --json /tmp/zalo-job/texts.json --out /tmp/zalo-job/out --zip /tmp/zalo-job/submission.zip \
+        --batch-size "$JOB_BATCH" --duration "$JOB_DURATION" || status=1
+      t1=$(date +%s.%N)
+      "$PY" -m zalo_music.cli validate-submission /tmp/zalo-job/submission.zip --json /tmp/zalo-job/texts.json \
+        --duration "$JOB_DURATION" && valid=true || valid=false
+      "$PY" -c "import json, sys; json.dump({'command': 'zalo-music generate --batch-size ' + sys.argv[4],
+'descriptions': int(sys.argv[3]), 'wall_s': round(float(sys.argv[2]) - float(sys.argv[1]), 1),
+'zip_valid': sys.argv[5] == 'true'}, open(sys.argv[6], 'w'), indent=1)" \
+        "$t0" "$t1" "$JOB_N" "$JOB_BATCH" "$valid" "$OUT/job.json"
+      cat "$OUT/job.json" ;;
+    *) echo "unknown part $part (train, decode, job, all)"; exit 2 ;;
+  esac
+done
+say "done (status $status); results in $OUT"
+exit $status
