@@ -197,6 +197,18 @@ def test_generate_writes_the_same_bytes_with_either_decoder(tiny, tmp_path):
     assert outs["fast"] == outs["audiocraft"]
 
 
+def test_the_codec_decode_in_chunks_is_the_whole_batchs(tiny):
+    """A GPU decodes a large batch in calls of `DECODE_ROWS` clips: the same waveforms as one call."""
+    from zalo_music.generate import decode_in_chunks
+
+    torch.manual_seed(0)
+    tokens = torch.randint(0, tiny.compression_model.cardinality, (5, tiny.compression_model.num_codebooks, 20))
+    with torch.inference_mode():
+        whole = tiny.generate_audio(tokens)
+        chunked = decode_in_chunks(tiny, tokens, rows=2)
+    assert chunked.shape == whole.shape and (chunked - whole).abs().max().item() < 1e-5
+
+
 def test_every_way_in_offers_the_same_decoders():
     from zalo_music.cli import build_parser
     from zalo_music.fast_decoder import DECODERS

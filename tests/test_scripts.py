@@ -65,6 +65,40 @@ def test_host_reads_counts_reads_and_the_copies_that_wait(benchkit):
     assert sum(k for site, k in waits.sites.items() if site.startswith("copy tests/test_scripts.py")) == 2
 
 
+def test_device_kit_stubs_import_like_the_measured_paths_need(tmp_path):
+    """scripts/device/kit.py's stubs: audiocraft's xformers imports resolve (torch's unbind, a mask marker), the
+    xformers kernel raises when called, and an optional-dependency probe (`try: import av; av.logging`) sees an
+    ImportError, while the import system's own probes see plain absence."""
+    import os
+
+    sys.path.insert(0, str(SCRIPTS / "device"))
+    try:
+        import kit
+    finally:
+        sys.path.remove(str(SCRIPTS / "device"))
+    kit.stubs(tmp_path)
+    code = """
+import torch
+from xformers.ops import LowerTriangularMask, memory_efficient_attention, unbind
+x = torch.arange(6.0).view(1, 2, 3)
+assert all(torch.equal(a, b) for a, b in zip(unbind(x, dim=1), torch.unbind(x, dim=1)))
+assert LowerTriangularMask() is not None
+for call in (lambda: memory_efficient_attention(x, x, x), lambda: __import__("av").logging):
+    try:
+        call()
+    except ImportError as exc:
+        assert "stub" in str(exc), exc
+    else:
+        raise AssertionError("a stub did not raise")
+import av, spacy
+assert not hasattr(av, "__version__") and not hasattr(spacy, "__version__")
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
 @pytest.mark.e2e
 def test_every_bench_script_and_fullshape_section_loads():
     """`--help` of each script (parsers build, imports resolve) and each full-shape section module imports."""

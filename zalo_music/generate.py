@@ -134,7 +134,8 @@ def generate_batch(model, texts: list[str], decoder: str = "fast") -> torch.Tens
     This is audiocraft's `BaseGenModel.generate` (audiocraft/models/genmodel.py, 1.3.0) split in its two
     stages, because the decode parallelises differently from the LM. The tokens come from
     `fast_decoder.generate_tokens` (the same codes for the same seed) or, with `decoder="audiocraft"`, from
-    audiocraft's own loop. On GPU the batch is decoded in one call.
+    audiocraft's own loop. On GPU the batch is decoded in calls of `DECODE_ROWS` clips (a batch of 256 in one
+    call would hold tens of GB of codec activations).
     On CPU a batched decode gains nothing (the codec's 1-D convolutions are compute-bound and their
     activations over 10 s of audio leave the cache as the batch grows), so the clips are decoded in parallel
     instead, one per core, each single-threaded (see `_cpu_pool`).
@@ -153,9 +154,27 @@ def generate_batch(model, texts: list[str], decoder: str = "fast") -> torch.Tens
     else:
         tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
     if tokens.device.type != "cpu":
-        return model.generate_audio(tokens)
+        return decode_in_chunks(model, tokens, DECODE_ROWS)
     pool = _cpu_pool(torch.get_num_threads())
     return torch.cat(list(pool.map(_decode_one, [model] * len(tokens), tokens.split(1))))
+
+
+#: Clips per codec call on a GPU. EnCodec's last layers hold 64 channels at the audio rate: ~80 MB per 10-s clip
+#: per activation in fp32, so a whole batch of 256 would ask for ~20 GB per tensor; 32 rows keep it near 2.6 GB
+#: and the GPU still full.
+DECODE_ROWS = 32
+
+
+def decode_in_chunks(model, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+    """The codec decode of `tokens` [B, K, T] in calls of at most `rows` clips (each clip decodes alone in
+    EnCodec, so the result is the whole batch's decode; tests/test_fast_decoder.py).
+
+    Args:
+        model: a MusicGen.
+        tokens: the LM's codes.
+        rows: clips per call.
+    """
+    return torch.cat([model.generate_audio(part) for part in tokens.split(rows)])
 
 
 @functools.lru_cache(maxsize=2)

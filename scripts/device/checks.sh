@@ -4,13 +4,15 @@
 # Here, first:   .venv/bin/python scripts/device/kit.py          (writes .device/: wheels, audiocraft, stubs, texts)
 # Then:          run(command="bash scripts/device/checks.sh all", carry=[".device"], timeout_s=570)
 #
-# Parts (arguments, in order; `all` = train decode job), each under its own time limit so that one slow part
-# leaves the others their time; every figure lands in $OUT as JSON, the whole log in $OUT/checks.log:
-#   train   training steps from tokens, each `zalo.speed.*` lever off/on, host waits per step
-#           (bench_fullshape.py --only levers: MFU against the peak table, data wait, peak memory)
-#   decode  ms/step of the fast decoder vs audiocraft's loop at batch 1, 16, 64 and 256 (bench_decoder.py)
-#   job     `zalo-music generate` of 2,000 descriptions end to end (model load, T5, LM, EnCodec, MP3s, ZIP),
-#           then `validate-submission`; best-of-1 at --batch-size 256
+# Parts (arguments, in order; `all` = train job decode compile), each under its own time limit and all under
+# one deadline (CHECKS_BUDGET seconds from the start, 540 by default), so that one slow part leaves the others
+# their time; every figure lands in $OUT as JSON as soon as its part ends, the whole log in $OUT/checks.log:
+#   train    training steps from tokens, each `zalo.speed.*` lever off/on but torch.compile, host waits per step
+#            (bench_fullshape.py --only levers: MFU against the peak table, data wait, peak memory)
+#   job      `zalo-music generate` of 2,000 descriptions end to end (model load, T5, LM, EnCodec, MP3s, ZIP),
+#            then `validate-submission`; best-of-1 at --batch-size 256
+#   decode   ms/step of the fast decoder vs audiocraft's loop at batch 1, 16, 64 and 256 (bench_decoder.py)
+#   compile  the train part again with torch.compile as one more lever (its compilation takes minutes: last)
 # Stand-ins are built there at full depth (once per warm machine: /tmp/zalo-standins).
 #
 # Rehearse on a CPU (the kit for this Python, tiny sizes):
@@ -26,18 +28,21 @@ SITE=${CHECKS_SITE:-/tmp/zalo-site}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/checks.log") 2>&1
 parts=("$@")
-[[ ${#parts[@]} -eq 0 || ${parts[0]} == all ]] && parts=(train decode job)
+[[ ${#parts[@]} -eq 0 || ${parts[0]} == all ]] && parts=(train job decode compile)
 start=$(date +%s)
+deadline=$(( start + ${CHECKS_BUDGET:-540} ))
 say() { echo "[checks $(( $(date +%s) - start ))s] $*"; }
+# The seconds a part may take: its own limit, or what is left before the deadline.
+limit() { local left=$(( deadline - $(date +%s) )); echo $(( left < $1 ? left : $1 )); }
 
 # Sizes: the GPU's, or a CPU rehearsal's (CHECKS_SMALL=1: depth-1 stand-ins, short clips, few steps).
 if [[ -n ${CHECKS_SMALL:-} ]]; then
-  DEPTH=(--depth 1); LEVERS=(--steps 2 --rounds 1 --warmup 1 --batch 2 --segment 2 --clips 8 --levers-compile 0)
+  DEPTH=(--depth 1); LEVERS=(--steps 2 --rounds 1 --warmup 1 --batch 2 --segment 2 --clips 8)
   BATCHES=1:0.5,4:0.5; JOB_N=24; JOB_BATCH=8; JOB_DURATION=1; LIMIT_TRAIN=900; LIMIT_DECODE=900; LIMIT_JOB=900
 else
-  DEPTH=(); LEVERS=(--steps 6 --rounds 2 --warmup 2 --levers-compile 1)
+  DEPTH=(); LEVERS=(--steps 6 --rounds 2 --warmup 2)
   BATCHES=1:10,16:10,64:10,256:10; JOB_N=2000; JOB_BATCH=256; JOB_DURATION=10
-  LIMIT_TRAIN=240; LIMIT_DECODE=170; LIMIT_JOB=150
+  LIMIT_TRAIN=150; LIMIT_JOB=150; LIMIT_DECODE=180
 fi
 
 if [[ ! -d $SITE ]]; then
@@ -45,12 +50,11 @@ if [[ ! -d $SITE ]]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
     "$KIT"/wheels/*.whl || exit 1
 fi
-export PYTHONPATH=$SITE:$KIT/src:$KIT/stubs:$PWD PYTHONUNBUFFERED=1
+# Offline from the start: nothing there reaches the hub, and a lookup would retry for minutes.
+export PYTHONPATH=$SITE:$KIT/src:$KIT/stubs:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$PY" - <<'EOF' || exit 1
 import torch, transformers
-import zalo_music.runtime as r
-r.prepare()
-import audiocraft.solvers, laion_clap, dora  # noqa: F401  the closure the benches import
+import dora, flashy, hydra, soundfile  # noqa: F401  (audiocraft itself: once the stand-ins' cache is set, below)
 print(f"[checks] torch {torch.__version__}, transformers {transformers.__version__}, "
       f"cuda {torch.cuda.is_available()} {torch.cuda.get_device_name() if torch.cuda.is_available() else ''}")
 EOF
@@ -64,36 +68,41 @@ fi
 # The hub cache and reference folder of the stand-ins, for the commands that load models by name.
 eval "$("$PY" -c "import json, shlex, sys; e = json.load(open(sys.argv[1]))['environment']
 print(' '.join(f'export {k}={shlex.quote(v)}' for k, v in e.items()))" "$STANDINS/standins.json")"
+"$PY" -c "import zalo_music.runtime as r; r.prepare(); import audiocraft.solvers, laion_clap" || exit 1
 
 status=0
 for part in "${parts[@]}"; do
   case $part in
-    train)
-      say "train: speed levers from tokens"
-      timeout "$LIMIT_TRAIN" "$PY" scripts/bench_fullshape.py --only levers --device "$DEVICE" \
-        --standins "$STANDINS" "${DEPTH[@]}" "${LEVERS[@]}" --json "$OUT/train_levers.json" || status=1 ;;
-    decode)
-      say "decode: fast vs audiocraft at $BATCHES"
-      timeout "$LIMIT_DECODE" "$PY" scripts/bench_decoder.py --device "$DEVICE" --standins "$STANDINS" \
-        --texts "$KIT/texts/public_test.json" --batches "$BATCHES" --json "$OUT/decode.json" || status=1 ;;
+    train|compile)
+      [[ $part == train ]] && compiled=0 || compiled=1
+      say "$part: speed levers from tokens (torch.compile: $compiled)"
+      timeout "$(limit "$LIMIT_TRAIN")" "$PY" scripts/bench_fullshape.py --only levers --device "$DEVICE" \
+        --standins "$STANDINS" "${DEPTH[@]}" "${LEVERS[@]}" --levers-compile "$compiled" \
+        --json "$OUT/${part}_levers.json" || status=1 ;;
     job)
       say "job: $JOB_N descriptions, best-of-1, --batch-size $JOB_BATCH"
       rm -rf /tmp/zalo-job && mkdir -p /tmp/zalo-job
       "$PY" -c "import json, sys; d = json.load(open(sys.argv[1])); n = int(sys.argv[2])
 json.dump(dict(list(d.items())[:n]), open(sys.argv[3], 'w'))" "$KIT/texts/job2000.json" "$JOB_N" /tmp/zalo-job/texts.json
       t0=$(date +%s.%N)
-      timeout "$LIMIT_JOB" "$PY" -m zalo_music.cli generate --model facebook/musicgen-small --device "$DEVICE" \
-        --json /tmp/zalo-job/texts.json --out /tmp/zalo-job/out --zip /tmp/zalo-job/submission.zip \
-        --batch-size "$JOB_BATCH" --duration "$JOB_DURATION" || status=1
+      timeout "$(limit "$LIMIT_JOB")" "$PY" -m zalo_music.cli generate --model facebook/musicgen-small \
+        --device "$DEVICE" --json /tmp/zalo-job/texts.json --out /tmp/zalo-job/out \
+        --zip /tmp/zalo-job/submission.zip --batch-size "$JOB_BATCH" --duration "$JOB_DURATION" || status=1
       t1=$(date +%s.%N)
-      "$PY" -m zalo_music.cli validate-submission /tmp/zalo-job/submission.zip --json /tmp/zalo-job/texts.json \
-        --duration "$JOB_DURATION" && valid=true || valid=false
+      valid=false
+      [[ -f /tmp/zalo-job/submission.zip ]] && "$PY" -m zalo_music.cli validate-submission \
+        /tmp/zalo-job/submission.zip --json /tmp/zalo-job/texts.json --duration "$JOB_DURATION" && valid=true
+      written=$(find /tmp/zalo-job/out -name '*.mp3' | wc -l)
       "$PY" -c "import json, sys; json.dump({'command': 'zalo-music generate --batch-size ' + sys.argv[4],
-'descriptions': int(sys.argv[3]), 'wall_s': round(float(sys.argv[2]) - float(sys.argv[1]), 1),
+'descriptions': int(sys.argv[3]), 'written': int(sys.argv[7]), 'wall_s': round(float(sys.argv[2]) - float(sys.argv[1]), 1),
 'zip_valid': sys.argv[5] == 'true'}, open(sys.argv[6], 'w'), indent=1)" \
-        "$t0" "$t1" "$JOB_N" "$JOB_BATCH" "$valid" "$OUT/job.json"
+        "$t0" "$t1" "$JOB_N" "$JOB_BATCH" "$valid" "$OUT/job.json" "$written"
       cat "$OUT/job.json" ;;
-    *) echo "unknown part $part (train, decode, job, all)"; exit 2 ;;
+    decode)
+      say "decode: fast vs audiocraft at $BATCHES"
+      timeout "$(limit "$LIMIT_DECODE")" "$PY" scripts/bench_decoder.py --device "$DEVICE" --standins "$STANDINS" \
+        --texts "$KIT/texts/public_test.json" --batches "$BATCHES" --json "$OUT/decode.json" || status=1 ;;
+    *) echo "unknown part $part (train, job, decode, compile, all)"; exit 2 ;;
   esac
 done
 say "done (status $status); results in $OUT"

@@ -75,8 +75,19 @@ PACKAGES = {
     "decorator": "librosa",
 }
 
-#: Import-only stubs: module name -> submodules.
-STUBS = {"xformers": ("ops",), "spacy": (), "av": ()}
+#: Import-only stubs: module -> {submodule: {name: its source, or None for a name that raises when called}}.
+#: With `efficient_attention_backend=torch` (the recipe's), audiocraft still imports xformers' attention names,
+#: builds a `LowerTriangularMask` only to test it against None, and splits q/k/v with `ops.unbind`
+#: (audiocraft/modules/transformer.py): a marker class and torch's own unbind (the same views) stand in for them.
+STUBS: dict[str, dict[str, dict[str, str | None]]] = {
+    "xformers": {"ops": {
+        "LowerTriangularMask": "class LowerTriangularMask:  # a marker: the torch backend tests it against None\n"
+                               "    pass",
+        "unbind": "from torch import unbind  # noqa: E402  xformers.ops.unbind returns the same views",
+        "memory_efficient_attention": None}},
+    "spacy": {},
+    "av": {},
+}
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
 
@@ -136,18 +147,35 @@ def texts(out: Path) -> None:
 
 
 def stubs(out: Path) -> None:
-    """Write the import-only stubs of `STUBS` into `out`."""
+    """Write the import-only stubs of `STUBS` into `out`: the package imports its submodules (for `from x import
+    sub`); a declared name is defined (or raises when called); any other attribute raises an ImportError naming
+    the stub, which code probing an optional dependency (`try: import av; av.logging...` in torchvision) takes
+    for its absence."""
     shutil.rmtree(out, ignore_errors=True)
     for name, submodules in STUBS.items():
         folder = out / name
         folder.mkdir(parents=True)
-        body = (f'"""Import-only stub of `{name}` for the device checks (scripts/device/kit.py): the measured '
-                f'paths never use it."""\n\n\ndef __getattr__(attr):\n'
-                f'    raise ImportError(f"{name}.{{attr}}: {name} is a stub on this machine '
-                f'(scripts/device/kit.py); this path needs the real package")\n')
-        (folder / "__init__.py").write_text(body)
-        for sub in submodules:
-            (folder / f"{sub}.py").write_text(body.replace(f"`{name}`", f"`{name}.{sub}`"))
+        (folder / "__init__.py").write_text(_stub_source(name, imports=tuple(submodules)))
+        for sub, names in submodules.items():
+            (folder / f"{sub}.py").write_text(_stub_source(f"{name}.{sub}", names=names))
+
+
+def _stub_source(module: str, imports: tuple = (), names: dict | None = None) -> str:
+    """The source of one stub module."""
+    error = (f'ImportError("{module}: a stub on this machine (scripts/device/kit.py); this path needs the real '
+             f'package")')
+    lines = [f'"""Import-only stub of `{module}` for the device checks (scripts/device/kit.py)."""', ""]
+    lines += [f"from . import {sub}  # noqa: F401" for sub in imports]
+    for attr, source in (names or {}).items():
+        lines += ["", ""]
+        if source is None:  # a class: calling it, as a function or a constructor, raises
+            lines += [f"class {attr}:", "    def __init__(self, *args, **kwargs):", f"        raise {error}"]
+        else:
+            lines += [source]
+    lines += ["", "", "def __getattr__(attr):",
+              "    if attr.startswith('__'):  # the import system's probes (`__path__`, ...): plain absence",
+              "        raise AttributeError(attr)", f"    raise {error}", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
