@@ -1,17 +1,19 @@
-"""Decoding speed, side by side in one run: the fast decoder vs audiocraft's own `MusicGen` loop.
+"""Decoding speed, side by side in one run: the fast decoder (and its CUDA-graph step) vs audiocraft's loop.
 
 One `MusicGen` (musicgen-small loaded by name: the full-shape stand-ins of `zalo-music standins`, or the real
-model where the hub is reachable), the same descriptions (the first ids of a Zalo JSON, batched as
-`zalo-music generate` batches them: sorted by id, consecutive), the same seed and sampling (top-k 250, CFG 3).
-Per batch size, in alternating order:
+model where the hub is reachable), the same descriptions of a Zalo JSON, the same seed and sampling (top-k 250,
+CFG 3). Per batch size, each decoder in turn (`--decoders`):
 
-- `audiocraft`: `MusicGen.generate(texts)`: T5, audiocraft's `LMModel.generate`, EnCodec decode.
+- `audiocraft`: audiocraft's `LMModel.generate` under the model's autocast, then the EnCodec decode.
 - `fast`: `fast_decoder.generate_tokens` on the same attributes, then the same `generate_audio` decode.
+- `graph`: the same with `graphs=True` (`graph_decoder`: static-shape step, one CUDA graph per window on a GPU).
 
-Both columns time the same three stages (T5 + LM loop + codec decode). `loop ms/step` is the decoding loop
-alone, from the first step's end to the last step's end (each loop's progress callback), so neither T5 nor the
-setup is in it; `same codes` compares the two paths' codes for the same seed. Batch 1 takes the description of
-median T5 length in the JSON; larger batches take its first ids in sorted order, as `generate` batches them.
+Every column times the same three stages (T5 + LM loop + codec decode). `loop ms/step` is the decoding loop
+alone, from the first step's end to the last step's end (each loop's progress callback), less the graphs'
+capture (`capture s`, reported apart), so neither T5 nor the setup is in it; `same codes` compares a path's codes
+with audiocraft's for the same seed. Batch 1 takes the description of median T5 length; a larger batch takes
+consecutive descriptions in T5-length order around the median, as `generate --batch-order length` batches them
+(`--order id`: the first ids, as earlier releases batched).
 
     .venv/bin/python scripts/bench_decoder.py --standins /tmp/standins --json /tmp/decoder.json
     .venv/bin/python scripts/bench_decoder.py --batches 1:4.0,16:0.6   # batch:seconds of audio
@@ -46,8 +48,8 @@ def _clock(marks: list[float]):
     return callback
 
 
-def measure(model, texts: list[str], duration: float, seed: int) -> dict:
-    """Both decoders on one batch: seconds per stage, codes compared."""
+def measure(model, texts: list[str], duration: float, seed: int, decoders: tuple[str, ...]) -> dict:
+    """The decoders on one batch: seconds per stage, codes compared with audiocraft's."""
     import torch
 
     from zalo_music import fast_decoder
@@ -56,14 +58,16 @@ def measure(model, texts: list[str], duration: float, seed: int) -> dict:
                                 cfg_coef=3.0)
     res: dict = {}
     codes = {}
-    for name in ("audiocraft", "fast"):
+    for name in decoders:
+        stats: dict = {}
         with torch.inference_mode():
             t0 = time.perf_counter()
             attributes, _ = model._prepare_tokens_and_attributes(texts, None)
             torch.manual_seed(seed)
             marks: list[float] = []
-            if name == "fast":
-                tokens = fast_decoder.generate_tokens(model, attributes, callback=_clock(marks))
+            if name != "audiocraft":
+                tokens = fast_decoder.generate_tokens(model, attributes, callback=_clock(marks),
+                                                      graphs=name == "graph", stats=stats)
             else:
                 with model.autocast:  # what `_generate_tokens` does, with a per-step clock
                     tokens = model.lm.generate(None, attributes, callback=_clock(marks),
@@ -74,14 +78,18 @@ def measure(model, texts: list[str], duration: float, seed: int) -> dict:
             t2 = time.perf_counter()
         steps = tokens.shape[-1] + model.lm.num_codebooks - 1  # the delay pattern's decoding steps
         codes[name] = tokens
+        capture = stats.get("capture_s", 0.0)  # graphs of later windows are captured inside the loop: taken out
         res[name] = {"tokens_s": round(t1 - t0, 2), "decode_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2),
-                     "loop_ms_per_step": round(1000 * (marks[-1] - marks[0]) / (len(marks) - 1), 1),
-                     "first_step_s": round(marks[0] - t0, 2), "steps": steps,
+                     "loop_ms_per_step": round(1000 * (marks[-1] - marks[0] - capture) / (len(marks) - 1), 2),
+                     "capture_s": round(capture, 3), "first_step_s": round(marks[0] - t0, 2), "steps": steps,
                      "rtf": round((t2 - t0) / (duration * len(texts)), 3)}
-    res["same_codes"] = bool(torch.equal(codes["fast"], codes["audiocraft"]))
-    res["codes_equal_fraction"] = round((codes["fast"] == codes["audiocraft"]).float().mean().item(), 6)
-    res["speedup_loop"] = round(res["audiocraft"]["loop_ms_per_step"] / res["fast"]["loop_ms_per_step"], 2)
-    res["speedup_total"] = round(res["audiocraft"]["total_s"] / res["fast"]["total_s"], 2)
+    for name in decoders:
+        if name != "audiocraft" and "audiocraft" in codes:
+            same = codes[name] == codes["audiocraft"]
+            res[name].update(same_codes=bool(same.all()), codes_equal_fraction=round(same.float().mean().item(), 6),
+                             speedup_loop=round(res["audiocraft"]["loop_ms_per_step"] / res[name]["loop_ms_per_step"],
+                                                2),
+                             speedup_total=round(res["audiocraft"]["total_s"] / res[name]["total_s"], 2))
     return res
 
 
@@ -95,7 +103,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="batch:seconds pairs (CPU default keeps the run near 10 min on 2 cores)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--decoders", default=None,
+                   help="comma-separated, of audiocraft, fast, graph (default: audiocraft,fast; graph too on CUDA)")
+    p.add_argument("--order", choices=("length", "id"), default="length",
+                   help="which descriptions a batch takes: consecutive in T5-length order around the median, as "
+                        "`generate --batch-order length` batches them, or the first ids (default: length)")
     a = p.parse_args(argv)
+    decoders = tuple(a.decoders.split(",")) if a.decoders else (
+        ("audiocraft", "fast", "graph") if a.device.startswith("cuda") else ("audiocraft", "fast"))
     if a.standins:
         from zalo_music.standins.build import environment
 
@@ -113,30 +128,35 @@ def main(argv: list[str] | None = None) -> int:
     texts = _texts(Path(a.texts))
     tokenizer = getattr(model.lm.condition_provider.conditioners["description"], "t5_tokenizer", None)
     count = (lambda t: len(tokenizer(t)["input_ids"])) if tokenizer else len
-    median = sorted(texts, key=count)[len(texts) // 2]
-    measure(model, texts[:1], 0.1, a.seed)  # warm-up: first-call allocations of both paths
+    by_length = sorted(texts, key=lambda t: (count(t), t))
+    median = by_length[len(texts) // 2]
+    measure(model, texts[:1], 0.1, a.seed, decoders)  # warm-up: first-call allocations of every path
     import benchkit
 
     result = {**benchkit.result_header(__file__, argv if argv is not None else sys.argv[1:]),
               "threads": torch.get_num_threads(),
               "model": "facebook/musicgen-small " + ("(stand-in: random weights)" if a.standins else ""),
-              "texts": a.texts if Path(a.texts).is_file() else "demo descriptions", "runs": []}
+              "texts": a.texts if Path(a.texts).is_file() else "demo descriptions", "order": a.order,
+              "decoders": decoders, "runs": []}
     for batch, duration in plan:
-        chunk = [median] if batch == 1 else texts[:batch]
+        around = max(0, len(by_length) // 2 - batch // 2)
+        chunk = [median] if batch == 1 else (by_length[around:around + batch] if a.order == "length"
+                                             else texts[:batch])
         lengths = [count(t) for t in chunk] if tokenizer else []
         run = {"batch": batch, "duration": duration, "t5_tokens_max": max(lengths, default=0),
                "t5_tokens_mean": round(sum(lengths) / len(lengths), 1) if lengths else 0,
-               **measure(model, chunk, duration, a.seed)}
+               **measure(model, chunk, duration, a.seed, decoders)}
         result["runs"].append(run)
         print(json.dumps(run), flush=True)
-    print("\n| batch | seconds | T5 tokens (max) | audiocraft loop ms/step | fast loop ms/step | loop speedup | "
-          "end-to-end s (T5+LM+codec) audiocraft / fast | end-to-end speedup | same codes |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| batch | seconds | T5 tokens (max) | decoder | loop ms/step | capture s | end-to-end s (T5+LM+codec) "
+          "| loop speedup | end-to-end speedup | same codes as audiocraft |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in result["runs"]:
-        ac, fa = r["audiocraft"], r["fast"]
-        print(f"| {r['batch']} | {r['duration']} | {r['t5_tokens_max']} | {ac['loop_ms_per_step']} | "
-              f"{fa['loop_ms_per_step']} | {r['speedup_loop']}x | {ac['total_s']} / {fa['total_s']} | "
-              f"{r['speedup_total']}x | {r['same_codes']} |")
+        for name in decoders:
+            d = r[name]
+            print(f"| {r['batch']} | {r['duration']} | {r['t5_tokens_max']} | {name} | {d['loop_ms_per_step']} | "
+                  f"{d['capture_s']} | {d['total_s']} | {d.get('speedup_loop', 1.0)}x | {d.get('speedup_total', 1.0)}x "
+                  f"| {d.get('same_codes', '')} |")
     if a.out_json:
         Path(a.out_json).write_text(json.dumps(result, indent=1))
         print(f"figures -> {a.out_json}")

@@ -19,9 +19,10 @@ import math
 import typing as tp
 from dataclasses import dataclass, field
 
-#: The token decoding loops `--decoder` accepts: ours (zalo_music/fast_decoder.py, default) and audiocraft's own
-#: `MusicGen` loop.
-DECODERS = ("fast", "audiocraft")
+#: The token decoding loops `--decoder` accepts: ours (zalo_music/fast_decoder.py, default), audiocraft's own
+#: `MusicGen` loop, and ours with a static-shape step replayed from CUDA graphs on a GPU
+#: (zalo_music/graph_decoder.py; on a CPU the same codes as `fast`).
+DECODERS = ("fast", "audiocraft", "graph")
 #: How `generate` groups descriptions into batches (`batches.make_batches`): by the text encoder's length (a
 #: batch pads its descriptions to its longest one) or consecutive sorted ids.
 BATCH_ORDERS = ("length", "id")
@@ -64,7 +65,8 @@ class GenerationConfig:
                                  "<out>/candidates.json. 1: no CLAP", low=1)
     #: The token decoding loop: both draw the same codes for the same seed (tests/test_fast_decoder.py).
     decoder: str = _option("fast", "token decoding loop: fast (cached text keys/values, static KV cache; the same "
-                                   "codes as audiocraft's for the same seed) or audiocraft (its own MusicGen loop)",
+                                   "codes as audiocraft's for the same seed), audiocraft (its own MusicGen loop) or "
+                                   "graph (fast's step with static shapes, replayed from CUDA graphs on a GPU)",
                            choices=DECODERS, from_xp=False)
 
     def __post_init__(self) -> None:

@@ -159,11 +159,25 @@ class FastDecoder:
         q, k, v = F.linear(h, weight, bias).view(self.rows, 1, 3, self.heads, self.head_dim).unbind(2)
         if self.cache is None:
             self.cache = k.new_zeros(len(self.layers), 2, self.rows, self.heads, self.length, self.head_dim)
-        keys, values = self.cache[i, 0], self.cache[i, 1]
+        x = self._cached_attention(self.cache[i, 0], self.cache[i, 1], q.transpose(1, 2), k, v, pos)
+        return out_proj(x.transpose(1, 2).reshape(self.rows, 1, self.dim))
+
+    def _cached_attention(self, keys: torch.Tensor, values: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                          v: torch.Tensor, pos: tp.Any) -> torch.Tensor:
+        """Write position `pos`'s key and value into the layer's cache and attend over its filled part.
+
+        Args:
+            keys, values: the layer's cache `[rows, heads, length, head_dim]`.
+            q: `[rows, heads, 1, head_dim]`; k, v: `[rows, 1, heads, head_dim]`.
+            pos: the position (a Python int here).
+        """
         keys[:, :, pos] = k[:, 0]
         values[:, :, pos] = v[:, 0]
-        x = F.scaled_dot_product_attention(q.transpose(1, 2), keys[:, :, :pos + 1], values[:, :, :pos + 1])
-        return out_proj(x.transpose(1, 2).reshape(self.rows, 1, self.dim))
+        return F.scaled_dot_product_attention(q, keys[:, :, :pos + 1], values[:, :, :pos + 1])
+
+    def _position(self, pos: tp.Any) -> torch.Tensor:
+        """The positional embedding of sequence position `pos`, `[1, dim]`."""
+        return self.pos_emb[pos]
 
     def _cross_attention(self, i: int, layer, h: torch.Tensor) -> torch.Tensor:
         weight, bias, out_proj = _in_projection(layer.cross_attention)
@@ -182,7 +196,7 @@ class FastDecoder:
         """
         lm = self.lm
         x = sum([lm.emb[k](codes[:, k]) for k in range(codes.shape[1])])  # audiocraft's input sum, same order
-        x = x + self.pos_emb[pos]
+        x = x + self._position(pos)
         for i, layer in enumerate(self.layers):
             x = x + layer.layer_scale_1(self._self_attention(i, layer, layer.norm1(x), pos))
             x = x + layer.layer_scale_cross(self._cross_attention(i, layer, layer.norm_cross(x)))
@@ -231,7 +245,8 @@ def sample(logits: torch.Tensor, rows: int, cfg_coef: float, use_sampling: bool,
     return torch.argmax(logits, dim=-1, keepdim=True)
 
 
-def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], None] | None = None) -> torch.Tensor:
+def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], None] | None = None,
+                    graphs: bool = False, stats: dict | None = None) -> torch.Tensor:
     """Codes `[B, K, T]` for `attributes` with the model's generation parameters: `MusicGen._generate_tokens`'s
     contract (no audio prompt, duration up to `max_duration`), decoded by `FastDecoder`.
 
@@ -239,6 +254,8 @@ def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], N
         model: an audiocraft `MusicGen` with its generation parameters set.
         attributes: from `model._prepare_tokens_and_attributes(texts, None)`.
         callback: called with (steps done, steps in all) after each step.
+        graphs: step with `graph_decoder.GraphSteps` (static shapes; CUDA graphs on a GPU): `--decoder graph`.
+        stats: if given, receives `capture_s`, the seconds spent capturing graphs (0 without them).
     Raises:
         UnsupportedModel: see `check_supported`.
     """
@@ -260,11 +277,17 @@ def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], N
             raise UnsupportedModel(f"--decoder fast does not support this model: its codebook pattern starts "
                                    f"at step {first}; use --decoder audiocraft")
         length = sequence.shape[-1]
-        decoder = FastDecoder(lm, cross_src, length)
+        if graphs:
+            from .graph_decoder import GraphSteps, StaticDecoder
+
+            step: tp.Callable[[torch.Tensor, int], torch.Tensor] = GraphSteps(
+                StaticDecoder(lm, cross_src, length), lm.num_codebooks)
+        else:
+            step = FastDecoder(lm, cross_src, length).step
         special = torch.full([], lm.special_token_id, dtype=torch.long, device=device)
         for offset in range(first, length):
             current = sequence[..., offset - 1:offset]
-            logits = decoder.step(torch.cat([current, current], dim=0), offset - 1)
+            logits = step(torch.cat([current, current], dim=0), offset - 1)
             nxt = sample(logits, rows, cfg_coef, params["use_sampling"], params["temp"], params["top_k"],
                          params["top_p"])
             nxt = torch.where(mask[..., offset:offset + 1].expand(rows, -1, -1), nxt, special)
@@ -272,5 +295,7 @@ def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], N
                 sequence[..., offset:offset + 1] == UNKNOWN_TOKEN, nxt, sequence[..., offset:offset + 1])
             if callback is not None:
                 callback(1 + offset - first, length - first)
+    if stats is not None:
+        stats["capture_s"] = getattr(step, "capture_s", 0.0)
     out, _, _ = pattern.revert_pattern_sequence(sequence, special_token=UNKNOWN_TOKEN)
     return out[..., :gen_len]

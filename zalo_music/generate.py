@@ -149,8 +149,8 @@ def generate_batch(model, texts: list[str], decoder: str = "fast") -> torch.Tens
 
     attributes, prompt_tokens = model._prepare_tokens_and_attributes(texts, None)
     fast_decoder.check_decoder(decoder)
-    if decoder == "fast":
-        tokens = fast_decoder.generate_tokens(model, attributes)
+    if decoder in ("fast", "graph"):
+        tokens = fast_decoder.generate_tokens(model, attributes, graphs=decoder == "graph")
     else:
         tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
     if tokens.device.type != "cpu":
@@ -435,7 +435,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     todo = [b for b in batches if run.unfinished(b)]
     if run.model is not None:
         run.model.set_generation_params(**gen.sampling_params())
-        if todo and gen.decoder == "fast":
+        if todo and gen.decoder != "audiocraft":
             check_supported(run.model)  # one clear error before any batch, not one failure per batch
         run.truncate = text_truncator(run.model)
     written = by_other = 0

@@ -4,14 +4,16 @@
 # Here, first:   .venv/bin/python scripts/device/kit.py          (writes .device/: wheels, audiocraft, stubs, texts)
 # Then:          run(command="bash scripts/device/checks.sh all", carry=[".device"], timeout_s=570)
 #
-# Parts (arguments, in order; `all` = train job decode compile), each under its own time limit and all under
+# Parts (arguments, in order; `all` = graphs train job decode compile), each under its own time limit and all under
 # one deadline (CHECKS_BUDGET seconds from the start, 540 by default), so that one slow part leaves the others
 # their time; every figure lands in $OUT as JSON as soon as its part ends, the whole log in $OUT/checks.log:
+#   graphs   tests/test_graph_decoder.py: replayed CUDA graphs give the eager static step's logits
 #   train    training steps from tokens, each `zalo.speed.*` lever off/on but torch.compile, host waits per step
 #            (bench_fullshape.py --only levers: MFU against the peak table, data wait, peak memory)
 #   job      `zalo-music generate` of 2,000 descriptions end to end (model load, T5, LM, EnCodec, MP3s, ZIP),
 #            then `validate-submission`; best-of-1 at --batch-size 256
-#   decode   ms/step of the fast decoder vs audiocraft's loop at batch 1, 16, 64 and 256 (bench_decoder.py)
+#   decode   ms/step of audiocraft's loop, the fast decoder and its CUDA-graph step (`--decoder graph`) at batch
+#            1, 16, 64 and 256 (bench_decoder.py), codes compared with audiocraft's
 #   compile  the train part again with torch.compile as one more lever (its compilation takes minutes: last)
 # Stand-ins are built there at full depth (once per warm machine: /tmp/zalo-standins).
 #
@@ -28,7 +30,7 @@ SITE=${CHECKS_SITE:-/tmp/zalo-site}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/checks.log") 2>&1
 parts=("$@")
-[[ ${#parts[@]} -eq 0 || ${parts[0]} == all ]] && parts=(train job decode compile)
+[[ ${#parts[@]} -eq 0 || ${parts[0]} == all ]] && parts=(graphs train job decode compile)
 start=$(date +%s)
 deadline=$(( start + ${CHECKS_BUDGET:-540} ))
 say() { echo "[checks $(( $(date +%s) - start ))s] $*"; }
@@ -43,6 +45,9 @@ else
   DEPTH=(); LEVERS=(--steps 6 --rounds 2 --warmup 2)
   BATCHES=1:10,16:10,64:10,256:10; JOB_N=2000; JOB_BATCH=256; JOB_DURATION=10
   LIMIT_TRAIN=150; LIMIT_JOB=150; LIMIT_DECODE=180
+fi
+LIMIT_GRAPHS=90
+if [[ -n ${CHECKS_SMALL:-} ]]; then LIMIT_GRAPHS=300
 fi
 
 if [[ ! -d $SITE ]]; then
@@ -73,6 +78,10 @@ print(' '.join(f'export {k}={shlex.quote(v)}' for k, v in e.items()))" "$STANDIN
 status=0
 for part in "${parts[@]}"; do
   case $part in
+    graphs)
+      say "graphs: replayed CUDA graphs vs the eager static step"
+      timeout "$(limit "$LIMIT_GRAPHS")" "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_graph_decoder.py \
+        -k replayed --junitxml "$OUT/graphs.xml" || status=1 ;;
     train|compile)
       [[ $part == train ]] && compiled=0 || compiled=1
       say "$part: speed levers from tokens (torch.compile: $compiled)"
@@ -102,7 +111,7 @@ json.dump(dict(list(d.items())[:n]), open(sys.argv[3], 'w'))" "$KIT/texts/job200
       say "decode: fast vs audiocraft at $BATCHES"
       timeout "$(limit "$LIMIT_DECODE")" "$PY" scripts/bench_decoder.py --device "$DEVICE" --standins "$STANDINS" \
         --texts "$KIT/texts/public_test.json" --batches "$BATCHES" --json "$OUT/decode.json" || status=1 ;;
-    *) echo "unknown part $part (train, job, decode, compile, all)"; exit 2 ;;
+    *) echo "unknown part $part (graphs, train, job, decode, compile, all)"; exit 2 ;;
   esac
 done
 say "done (status $status); results in $OUT"
