@@ -93,6 +93,38 @@ def measure(model, texts: list[str], duration: float, seed: int, decoders: tuple
     return res
 
 
+def profile(model, by_length: list[str], batch: int, duration: float, seed: int, decoders: tuple[str, ...],
+            device: str) -> dict:
+    """`benchkit.profile_summary` of one generation per decoder (T5, LM loop, codec decode), per decoding step."""
+    import benchkit
+    import torch
+
+    from zalo_music.generate import generate_batch
+
+    around = max(0, len(by_length) // 2 - batch // 2)
+    texts = by_length[around:around + batch]
+    model.set_generation_params(use_sampling=True, top_k=250, top_p=0.0, temperature=1.0, duration=duration,
+                                cfg_coef=3.0)
+    steps = int(duration * model.frame_rate) + model.lm.num_codebooks - 1
+    out = {}
+    for name in decoders:
+        def run(name: str = name) -> None:
+            torch.manual_seed(seed)
+            with torch.inference_mode():
+                generate_batch(model, texts, name)
+
+        summary = benchkit.profile_summary(run, 1, device)
+        summary["decoding_steps"] = steps
+        for key in ("wall_ms_per_step", "gpu_busy_ms_per_step", "kernels_per_step"):
+            if key in summary:  # one generation -> per decoding step
+                summary[key] = round(summary[key] / steps, 3)
+        for op in summary["ops"]:
+            op["calls_per_step"] = round(op["calls_per_step"] / steps, 2)
+            op["self_ms_per_step"] = round(op["self_ms_per_step"] / steps, 4)
+        out[name] = summary
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--standins", default=None,
@@ -105,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--decoders", default=None,
                    help="comma-separated, of audiocraft, fast, graph (default: audiocraft,fast; graph too on CUDA)")
+    p.add_argument("--profile", default="",
+                   help="batch:seconds pairs to profile each decoder at (torch.profiler: ops, kernels per step, "
+                        "GPU idle share), after the timed runs; default: none")
     p.add_argument("--order", choices=("length", "id"), default="length",
                    help="which descriptions a batch takes: consecutive in T5-length order around the median, as "
                         "`generate --batch-order length` batches them, or the first ids (default: length)")
@@ -157,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {r['batch']} | {r['duration']} | {r['t5_tokens_max']} | {name} | {d['loop_ms_per_step']} | "
                   f"{d['capture_s']} | {d['total_s']} | {d.get('speedup_loop', 1.0)}x | {d.get('speedup_total', 1.0)}x "
                   f"| {d.get('same_codes', '')} |")
+    for batch, duration in [(int(b), float(d)) for b, d in (x.split(":") for x in a.profile.split(",") if x)]:
+        result.setdefault("profiles", []).append(
+            {"batch": batch, "duration": duration, **profile(model, by_length, batch, duration, a.seed, decoders,
+                                                             a.device)})
     if a.out_json:
         Path(a.out_json).write_text(json.dumps(result, indent=1))
         print(f"figures -> {a.out_json}")

@@ -143,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
             ("clap_n_single", int, "clips scored one at a time"), ("loop_n", int, "clips of the loop comparison"),
             ("loop_check", int, "clips re-measured with zalo_music.tokens.loop.compare_loop (cross-check)"),
             ("loop_fit", int, "1: also measure with codebooks fitted to the encoder's output (non-degenerate)"),
-            ("levers_compile", int, "1: the levers section also measures torch.compile (compiling takes minutes)")):
+            ("levers_compile", int, "1: the levers section also measures torch.compile (compiling takes minutes)"),
+            ("profile_steps", int, "training steps the levers section profiles in the baseline and all-on modes")):
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_out", default=None, help=argparse.SUPPRESS)

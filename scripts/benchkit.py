@@ -361,6 +361,47 @@ class HostReads(_TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def profile_summary(run: tp.Callable[[], tp.Any], steps: int, device: str, top: int = 12) -> dict:
+    """What bounds `steps` steps of `run()`: torch.profiler's per-op totals and, on CUDA, how busy the GPU was.
+
+    - `wall_ms_per_step`: the steps' wall time (the device synchronised at the end);
+    - on CUDA, `kernels_per_step` (launches), `gpu_busy_ms_per_step` (the kernels' summed time; overlapping
+      kernels count twice, a bound) and `gpu_idle_share` = 1 - busy / wall: near 1, the host (launches, Python,
+      waits) bounds the step; near 0, the GPU's work does;
+    - `ops`: the `top` ops by self time on the device (self CPU time on a CPU), with calls per step.
+
+    Args:
+        run: one step.
+        steps: how many to profile (after one untimed call).
+        device: where they run.
+        top: ops listed.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = str(device).startswith("cuda")
+    run()
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            run()
+        sync(device)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    rows = sorted(events, key=lambda e: getattr(e, key, 0), reverse=True)[:top]
+    out: dict = {"steps": steps, "wall_ms_per_step": round(1000 * wall / steps, 3), "ops": [
+        {"op": e.key, "calls_per_step": round(e.count / steps, 2),
+         "self_ms_per_step": round(getattr(e, key, 0) / 1000 / steps, 3)} for e in rows]}
+    if cuda:  # every kernel is attributed to the op that launched it
+        kernels = sum(len(getattr(e, "kernels", [])) for e in prof.events())
+        busy = sum(e.self_device_time_total for e in events) / 1000  # us -> ms
+        out.update(kernels_per_step=round(kernels / steps, 1), gpu_busy_ms_per_step=round(busy / steps, 3),
+                   gpu_idle_share=round(max(0.0, 1 - busy / (1000 * wall)), 3))
+    return out
+
+
 def ensure_project_on_path() -> None:
     """Make `zalo_music` importable from a checkout that is not installed (a bare device machine)."""
     if str(PROJECT) not in sys.path:

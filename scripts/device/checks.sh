@@ -9,11 +9,12 @@
 # their time; every figure lands in $OUT as JSON as soon as its part ends, the whole log in $OUT/checks.log:
 #   graphs   tests/test_graph_decoder.py: replayed CUDA graphs give the eager static step's logits
 #   train    training steps from tokens, each `zalo.speed.*` lever off/on but torch.compile, host waits per step
-#            (bench_fullshape.py --only levers: MFU against the peak table, data wait, peak memory)
+#            (bench_fullshape.py --only levers: MFU against the peak table, data wait, peak memory), and a profile
+#            of the baseline and all-on steps (kernels per step, GPU idle share, top ops)
 #   job      `zalo-music generate` of 2,000 descriptions end to end (model load, T5, LM, EnCodec, MP3s, ZIP),
 #            then `validate-submission`; best-of-1 at --batch-size 256
 #   decode   ms/step of audiocraft's loop, the fast decoder and its CUDA-graph step (`--decoder graph`) at batch
-#            1, 16, 64 and 256 (bench_decoder.py), codes compared with audiocraft's
+#            1, 16, 64 and 256 (bench_decoder.py), codes compared with audiocraft's; profiles at batch 1 and 256
 #   compile  the train part again with torch.compile as one more lever (its compilation takes minutes: last)
 # Stand-ins are built there at full depth (once per warm machine: /tmp/zalo-standins).
 #
@@ -40,11 +41,11 @@ limit() { local left=$(( deadline - $(date +%s) )); echo $(( left < $1 ? left : 
 # Sizes: the GPU's, or a CPU rehearsal's (CHECKS_SMALL=1: depth-1 stand-ins, short clips, few steps).
 if [[ -n ${CHECKS_SMALL:-} ]]; then
   DEPTH=(--depth 1); LEVERS=(--steps 2 --rounds 1 --warmup 1 --batch 2 --segment 2 --clips 8)
-  BATCHES=1:0.5,4:0.5; JOB_N=24; JOB_BATCH=8; JOB_DURATION=1; LIMIT_TRAIN=900; LIMIT_DECODE=900; LIMIT_JOB=900
+  BATCHES=1:0.5,4:0.5; PROFILE=2:0.3; JOB_N=24; JOB_BATCH=8; JOB_DURATION=1; LIMIT_TRAIN=900; LIMIT_DECODE=900; LIMIT_JOB=900
 else
   DEPTH=(); LEVERS=(--steps 6 --rounds 2 --warmup 2)
-  BATCHES=1:10,16:10,64:10,256:10; JOB_N=2000; JOB_BATCH=256; JOB_DURATION=10
-  LIMIT_TRAIN=150; LIMIT_JOB=150; LIMIT_DECODE=180
+  BATCHES=1:10,16:10,64:10,256:10; PROFILE=1:2,256:2; JOB_N=2000; JOB_BATCH=256; JOB_DURATION=10
+  LIMIT_TRAIN=150; LIMIT_JOB=150; LIMIT_DECODE=210
 fi
 LIMIT_GRAPHS=90
 if [[ -n ${CHECKS_SMALL:-} ]]; then LIMIT_GRAPHS=300
@@ -110,7 +111,8 @@ json.dump(dict(list(d.items())[:n]), open(sys.argv[3], 'w'))" "$KIT/texts/job200
     decode)
       say "decode: fast vs audiocraft at $BATCHES"
       timeout "$(limit "$LIMIT_DECODE")" "$PY" scripts/bench_decoder.py --device "$DEVICE" --standins "$STANDINS" \
-        --texts "$KIT/texts/public_test.json" --batches "$BATCHES" --json "$OUT/decode.json" || status=1 ;;
+        --texts "$KIT/texts/public_test.json" --batches "$BATCHES" --profile "$PROFILE" \
+        --json "$OUT/decode.json" || status=1 ;;
     *) echo "unknown part $part (graphs, train, job, decode, compile, all)"; exit 2 ;;
   esac
 done

@@ -12,11 +12,11 @@ DEFAULTS = {
     "cpu": {"clips": 16, "batch": 2, "segment": 2.0, "steps": 2, "rounds": 2, "warmup": 1, "num_workers": 0,
             "gen_duration": 2.0, "gen_batch": 16, "gen_n": 16, "gen_n_single": 1, "e2e": "none",
             "clap_n": 8, "clap_batch": 8, "clap_n_single": 4, "loop_n": 4, "loop_check": 1, "loop_fit": 1,
-            "levers_compile": 0},
+            "levers_compile": 0, "profile_steps": 1},
     "cuda": {"clips": 48, "batch": 16, "segment": 10.0, "steps": 12, "rounds": 3, "warmup": 3, "num_workers": 4,
              "gen_duration": 10.0, "gen_batch": 16, "gen_n": 32, "gen_n_single": 4, "e2e": "all",
              "clap_n": 128, "clap_batch": 32, "clap_n_single": 16, "loop_n": 8, "loop_check": 2, "loop_fit": 1,
-             "levers_compile": 1},
+             "levers_compile": 1, "profile_steps": 3},
 }
 
 

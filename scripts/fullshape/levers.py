@@ -78,6 +78,21 @@ def host_waits(levers: Levers, setting: tuple, runner: benchkit.SolverSteps) -> 
             "host_wait_sites": {site: k for site, k in sorted(sites.items()) if k}}
 
 
+def profile_steps(runner: benchkit.SolverSteps, steps: int, device: str) -> dict:
+    """`benchkit.profile_summary` of `steps` training steps of the runner's configuration, in one train stage."""
+    runner.solver._start_epoch()
+    runner.solver.model.train()
+    state = {"idx": 0}
+
+    def step() -> None:
+        runner.solver.run_step(state["idx"], runner._next(), {})
+        state["idx"] += 1
+
+    summary: dict = {}
+    runner.solver.run_stage("train", lambda: summary.update(benchkit.profile_summary(step, steps, device)) or {})
+    return summary
+
+
 def section_levers(a: argparse.Namespace) -> dict:
     import torch
     from audiocraft import train as ac_train
@@ -108,6 +123,9 @@ def section_levers(a: argparse.Namespace) -> dict:
             levers.set(*setting)
             runners[name].run(per_round)
     res: dict = {"modes": {name: {**r.result(), **waits[name]} for name, r in runners.items()}}
+    for name in ("baseline", "all_on"):  # what bounds the step: launches and waits, or the GPU's work
+        levers.set(*configs[name])
+        res["modes"][name]["profile"] = profile_steps(runners[name], a.profile_steps, a.device)
     shape = solver._shape()
     step_flops = train_flops_per_frame(shape, 1.0) * shape.frames * a.batch
     base = res["modes"]["baseline"]["s_per_step"]
