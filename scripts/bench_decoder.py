@@ -52,7 +52,7 @@ def measure(model, texts: list[str], duration: float, seed: int, decoders: tuple
     """The decoders on one batch: seconds per stage, codes compared with audiocraft's."""
     import torch
 
-    from zalo_music import fast_decoder
+    from zalo_music import fast_decoder, graph_decoder
 
     model.set_generation_params(use_sampling=True, top_k=250, top_p=0.0, temperature=1.0, duration=duration,
                                 cfg_coef=3.0)
@@ -66,8 +66,8 @@ def measure(model, texts: list[str], duration: float, seed: int, decoders: tuple
             torch.manual_seed(seed)
             marks: list[float] = []
             if name != "audiocraft":
-                tokens = fast_decoder.generate_tokens(model, attributes, callback=_clock(marks),
-                                                      graphs=name == "graph", stats=stats)
+                decoder = graph_decoder if name == "graph" else fast_decoder
+                tokens = decoder.generate_tokens(model, attributes, callback=_clock(marks), stats=stats)
             else:
                 with model.autocast:  # what `_generate_tokens` does, with a per-step clock
                     tokens = model.lm.generate(None, attributes, callback=_clock(marks),

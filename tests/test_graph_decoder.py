@@ -56,16 +56,16 @@ def test_static_step_logits_equal_the_fast_decoders_across_windows(tiny, small_b
 
 
 def test_graph_decoder_draws_the_fast_decoders_codes_on_a_cpu(tiny, small_buckets):
-    from zalo_music.fast_decoder import generate_tokens
+    from zalo_music import fast_decoder, graph_decoder
 
     texts = ["calm piano with soft strings", "energetic rock with heavy drums", "lofi beat"]
     attributes, _ = tiny._prepare_tokens_and_attributes(texts, None)
     tiny.set_generation_params(duration=1.5, top_k=250, cfg_coef=3.0)
     codes = {}
     with torch.inference_mode():
-        for graphs in (False, True):
+        for graphs, decoder in ((False, fast_decoder), (True, graph_decoder)):
             torch.manual_seed(5)
-            codes[graphs] = generate_tokens(tiny, attributes, graphs=graphs)
+            codes[graphs] = decoder.generate_tokens(tiny, attributes)
     assert codes[True].shape == (3, 4, 37)
     assert torch.equal(codes[True], codes[False]), f"{(codes[True] != codes[False]).float().mean():.2%} differ"
 

@@ -245,8 +245,16 @@ def sample(logits: torch.Tensor, rows: int, cfg_coef: float, use_sampling: bool,
     return torch.argmax(logits, dim=-1, keepdim=True)
 
 
+#: `(lm, cross_src, length) -> step`, where `step(codes, pos)` gives the logits of position `pos + 1`.
+Stepper = tp.Callable[[tp.Any, torch.Tensor, int], tp.Callable[[torch.Tensor, int], torch.Tensor]]
+
+
+def _fast_steps(lm, cross_src: torch.Tensor, length: int) -> tp.Callable[[torch.Tensor, int], torch.Tensor]:
+    return FastDecoder(lm, cross_src, length).step
+
+
 def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], None] | None = None,
-                    graphs: bool = False, stats: dict | None = None) -> torch.Tensor:
+                    stepper: Stepper | None = None, stats: dict | None = None) -> torch.Tensor:
     """Codes `[B, K, T]` for `attributes` with the model's generation parameters: `MusicGen._generate_tokens`'s
     contract (no audio prompt, duration up to `max_duration`), decoded by `FastDecoder`.
 
@@ -254,8 +262,9 @@ def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], N
         model: an audiocraft `MusicGen` with its generation parameters set.
         attributes: from `model._prepare_tokens_and_attributes(texts, None)`.
         callback: called with (steps done, steps in all) after each step.
-        graphs: step with `graph_decoder.GraphSteps` (static shapes; CUDA graphs on a GPU): `--decoder graph`.
-        stats: if given, receives `capture_s`, the seconds spent capturing graphs (0 without them).
+        stepper: builds the batch's step (default: `FastDecoder(...).step`; `graph_decoder.graph_steps` for
+            `--decoder graph`).
+        stats: if given, receives `capture_s`, the seconds the step spent capturing CUDA graphs (0 without them).
     Raises:
         UnsupportedModel: see `check_supported`.
     """
@@ -277,13 +286,7 @@ def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], N
             raise UnsupportedModel(f"--decoder fast does not support this model: its codebook pattern starts "
                                    f"at step {first}; use --decoder audiocraft")
         length = sequence.shape[-1]
-        if graphs:
-            from .graph_decoder import GraphSteps, StaticDecoder
-
-            step: tp.Callable[[torch.Tensor, int], torch.Tensor] = GraphSteps(
-                StaticDecoder(lm, cross_src, length), lm.num_codebooks)
-        else:
-            step = FastDecoder(lm, cross_src, length).step
+        step = (stepper or _fast_steps)(lm, cross_src, length)
         special = torch.full([], lm.special_token_id, dtype=torch.long, device=device)
         for offset in range(first, length):
             current = sequence[..., offset - 1:offset]

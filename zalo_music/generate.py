@@ -149,8 +149,12 @@ def generate_batch(model, texts: list[str], decoder: str = "fast") -> torch.Tens
 
     attributes, prompt_tokens = model._prepare_tokens_and_attributes(texts, None)
     fast_decoder.check_decoder(decoder)
-    if decoder in ("fast", "graph"):
-        tokens = fast_decoder.generate_tokens(model, attributes, graphs=decoder == "graph")
+    if decoder == "fast":
+        tokens = fast_decoder.generate_tokens(model, attributes)
+    elif decoder == "graph":
+        from . import graph_decoder
+
+        tokens = graph_decoder.generate_tokens(model, attributes)
     else:
         tokens = model._generate_tokens(attributes, prompt_tokens, progress=False)
     if tokens.device.type != "cpu":
@@ -243,6 +247,21 @@ class _Run:
     @property
     def best_of(self) -> bool:
         return self.gen.candidates > 1
+
+    def check_best_of(self, rerank: tp.Any) -> tp.Any:
+        """Record what best-of-N's chosen bytes depend on and refuse a folder whose report has other settings (a
+        resumed run with other settings would mix two experiments); returns the reranking options.
+
+        Args:
+            rerank: `rerank.RerankOptions`, or None for the judge's default.
+        """
+        from . import rerank as rr
+
+        rerank = rerank or rr.RerankOptions()
+        # not the decoder: the decoders draw the same codes (tests/test_fast_decoder.py, test_graph_decoder.py)
+        self.settings = {**{k: v for k, v in vars(self.gen).items() if k != "decoder"}, **rerank.settings()}
+        rr.check_settings(self.out, self.settings)
+        return rerank
 
     def unfinished(self, batch: list[Item], quiet: bool = False) -> bool:
         """Whether some clip of `batch` is missing or not finished (an unfinished one is named, once, unless
@@ -418,11 +437,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     if run.best_of:
         from . import rerank as rr
 
-        rerank = rerank or rr.RerankOptions()
-        # Everything the chosen bytes depend on: a resumed run with other settings would mix two experiments.
-        # (not the decoder: both decoders draw the same codes, tests/test_fast_decoder.py)
-        run.settings = {**{k: v for k, v in vars(gen).items() if k != "decoder"}, **rerank.settings()}
-        rr.check_settings(out, run.settings)
+        rerank = run.check_best_of(rerank)
     start = time.time()
     # The model first, unless every clip of the JSON is finished: this shard's batches may need its tokenizer.
     pending = run.unfinished(all_items, quiet=True)

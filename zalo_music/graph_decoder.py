@@ -27,6 +27,7 @@ import typing as tp
 import torch
 from torch.nn import functional as F
 
+from . import fast_decoder
 from .fast_decoder import FastDecoder
 
 #: Positions per attention window: a step attends over the cache up to the end of its position's bucket.
@@ -118,3 +119,18 @@ class GraphSteps:
             self.logits[window] = self.decoder.step(self.codes, self.pos)
         self.graphs[window] = graph
         self.capture_s += time.perf_counter() - start
+
+
+def graph_steps(lm, cross_src: torch.Tensor, length: int) -> GraphSteps:
+    """The batch's step for `fast_decoder.generate_tokens` (its `stepper`)."""
+    return GraphSteps(StaticDecoder(lm, cross_src, length), lm.num_codebooks)
+
+
+def generate_tokens(model, attributes: list, callback: tp.Callable[[int, int], None] | None = None,
+                    stats: dict | None = None) -> torch.Tensor:
+    """`fast_decoder.generate_tokens` stepping with `GraphSteps`: `--decoder graph`.
+
+    Args:
+        model, attributes, callback, stats: as `fast_decoder.generate_tokens`.
+    """
+    return fast_decoder.generate_tokens(model, attributes, callback, stepper=graph_steps, stats=stats)
