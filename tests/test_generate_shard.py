@@ -133,3 +133,37 @@ def test_shards_union_is_byte_identical_to_unsharded_run(model, texts, tmp_path)
     assert again["written"] == 0 and again["skipped_existing"] == len(parts[1])
     whole = generate("tiny", texts, tmp_path / "one", _gen(), model=model, quiet=True)
     assert whole["written"] == 0 and whole["skipped_existing"] == N_ITEMS
+
+
+def test_auto_batch_size_fits_the_free_memory_in_powers_of_two():
+    """`--batch-size auto`: musicgen-small's rows at 10 s hold ~100 MB each (two per description with CFG); the
+    largest power of two of descriptions that fits 75% of the free memory, within 256 and the run's size."""
+    import types
+
+    from zalo_music.batch_size import MAX_AUTO, fit, row_bytes
+
+    layer = types.SimpleNamespace(linear1=types.SimpleNamespace(out_features=4096))
+    lm = types.SimpleNamespace(transformer=types.SimpleNamespace(layers=[layer] * 24), dim=1024, num_codebooks=4,
+                               card=2048)
+    per_row = row_bytes(lm, positions=504, text_positions=512, dtype_bytes=2)
+    assert 99e6 < per_row < 101e6  # 24 layers x 2 x (504 + 512) x 1024 x 2 bytes, plus one step's activations
+    gib = 2**30
+    assert fit(140 * gib, 2 * per_row, 2000) == MAX_AUTO  # an H200: 256 fit with room to spare
+    assert fit(20 * gib, 2 * per_row, 2000) == 64         # 15 GiB planned / 200 MB = 80 -> 64
+    assert fit(20 * gib, 8 * per_row, 2000) == 16         # --candidates 4: four times the rows
+    assert fit(140 * gib, 2 * per_row, 100) == 128        # no larger than the run needs
+    assert fit(0.1 * gib, 2 * per_row, 2000) == 1         # never below one
+
+
+def test_auto_batch_size_on_a_cpu_is_the_measured_batch(model, texts, tmp_path):
+    """On a CPU `auto` is 16 (at most the run's size): the same files as asking for that size."""
+    import dataclasses
+
+    from zalo_music.generate import generate
+
+    auto = generate("tiny", texts, tmp_path / "auto", dataclasses.replace(_gen(), batch_size="auto"), model=model,
+                    quiet=True)
+    fixed = generate("tiny", texts, tmp_path / "fixed", dataclasses.replace(_gen(), batch_size=N_ITEMS),
+                     model=model, quiet=True)
+    assert auto["batch_size"] == N_ITEMS == fixed["batch_size"]  # 10 descriptions < 16
+    assert _files(tmp_path / "auto") == _files(tmp_path / "fixed")

@@ -28,8 +28,13 @@ DECODERS = ("fast", "audiocraft", "graph")
 BATCH_ORDERS = ("length", "id")
 
 
+#: The value of `--batch-size` that asks `generate` to pick the size from the device's memory (`batch_size.py`).
+AUTO = "auto"
+
+
 def _option(default: tp.Any, help: str, low: float | None = None, high: float | None = None,
-            low_open: bool = False, choices: tuple | None = None, from_xp: bool = True) -> tp.Any:
+            low_open: bool = False, choices: tuple | None = None, from_xp: bool = True,
+            auto: bool = False) -> tp.Any:
     """A `GenerationConfig` field: its default, its help and its valid values.
 
     Args:
@@ -38,9 +43,10 @@ def _option(default: tp.Any, help: str, low: float | None = None, high: float | 
         low, high: inclusive bounds (None: unbounded); `low_open` makes `low` exclusive.
         choices: the allowed values, for a text option.
         from_xp: whether `generate --from-xp` takes it from the XP (False: the user's choice even then).
+        auto: whether `AUTO` is also a value (resolved by the run).
     """
     return field(default=default, metadata={"help": help, "low": low, "high": high, "low_open": low_open,
-                                            "choices": choices, "from_xp": from_xp})
+                                            "choices": choices, "from_xp": from_xp, "auto": auto})
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,8 @@ class GenerationConfig:
     temperature: float = _option(1.0, "softmax temperature", low=0, low_open=True)
     cfg_coef: float = _option(3.0, "classifier-free guidance coefficient", low=0)
     seed: int = _option(0, "same seed, batch size and batch order: same audio")
-    batch_size: int = _option(16, "descriptions per forward pass", low=1)
+    batch_size: int | str = _option(16, "descriptions per forward pass, or auto: the most that fit in the GPU's free "
+                                        "memory (a power of two up to 256; 16 on a CPU)", low=1, auto=True)
     batch_order: str = _option("length", "how descriptions are grouped into batches: length (similar T5 lengths "
                                          "together, so a batch pads little) or id (consecutive sorted ids)",
                                choices=BATCH_ORDERS)
@@ -92,6 +99,8 @@ def check(name: str, value: tp.Any) -> tp.Any:
     """
     f = FIELDS[name]
     kind, meta = type(f.default), f.metadata
+    if meta["auto"] and value == AUTO:
+        return AUTO
     try:
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError

@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 from . import clips
+from .batch_size import CPU_BATCH, auto_batch_size
 from .batches import BatchLocks, Item, batch_seed, check_items, make_batches, remove_stale_temps, shard
 from .data.zalo_json import read_zalo_json
-from .decoding import GenerationConfig  # declared in decoding.py, with every option's help and range
+from .decoding import AUTO, GenerationConfig  # declared in decoding.py, with every option's help and range
 from .fileio import DiskFull, write_json
 
 #: T5's training length: what MusicGen's text encoder takes (audiocraft's T5Conditioner never truncates).
@@ -248,20 +249,48 @@ class _Run:
     def best_of(self) -> bool:
         return self.gen.candidates > 1
 
-    def check_best_of(self, rerank: tp.Any) -> tp.Any:
+    def check_best_of(self, rerank: tp.Any, check: bool = True) -> tp.Any:
         """Record what best-of-N's chosen bytes depend on and refuse a folder whose report has other settings (a
         resumed run with other settings would mix two experiments); returns the reranking options.
 
         Args:
             rerank: `rerank.RerankOptions`, or None for the judge's default.
+            check: False to only return the options (`--batch-size auto`: checked once the size is known).
         """
         from . import rerank as rr
 
         rerank = rerank or rr.RerankOptions()
-        # not the decoder: the decoders draw the same codes (tests/test_fast_decoder.py, test_graph_decoder.py)
-        self.settings = {**{k: v for k, v in vars(self.gen).items() if k != "decoder"}, **rerank.settings()}
-        rr.check_settings(self.out, self.settings)
+        if check:
+            # not the decoder: the decoders draw the same codes (tests/test_fast_decoder.py, test_graph_decoder.py)
+            self.settings = {**{k: v for k, v in vars(self.gen).items() if k != "decoder"}, **rerank.settings()}
+            rr.check_settings(self.out, self.settings)
         return rerank
+
+    def load(self, model: tp.Any, model_spec: str, device: str | None, rerank: tp.Any, items: list[Item],
+             quiet: bool) -> None:
+        """The reranker and the model, unless every clip of the JSON is finished (this shard's batches may need
+        the model's tokenizer), and `--batch-size auto` resolved for them.
+
+        Args:
+            model: an already loaded MusicGen, or None.
+            model_spec, device: what to load otherwise.
+            rerank: best-of-N's reranking options.
+            items: every valid item of the JSON.
+            quiet: no line about the size chosen.
+        """
+        pending = self.unfinished(items, quiet=True)
+        if self.best_of and pending:
+            self.reranker = rerank.build()  # before the model: fail fast on a missing CLAP
+        self.model = model if model is not None or not pending else load_model(model_spec, device)
+        if self.gen.batch_size != AUTO or self.model is None:
+            return
+        size, why = auto_batch_size(self.model, [text for _, text, _ in items], self.gen.duration,
+                                    self.gen.candidates, text_length(self.model))
+        self.gen = dataclasses.replace(self.gen, batch_size=size)
+        if not quiet:
+            print(f"--batch-size auto: {size} ({why})")
+        if self.best_of:
+            self.check_best_of(rerank)
 
     def unfinished(self, batch: list[Item], quiet: bool = False) -> bool:
         """Whether some clip of `batch` is missing or not finished (an unfinished one is named, once, unless
@@ -380,7 +409,7 @@ class _Run:
 def _check_settings(gen: GenerationConfig) -> None:
     from .fast_decoder import check_decoder
 
-    if gen.batch_size < 1:
+    if gen.batch_size != AUTO and gen.batch_size < 1:
         raise ValueError(f"--batch-size {gen.batch_size}: must be at least 1")
     if not gen.duration > 0 or gen.sample_rate <= 0:
         raise ValueError(f"--duration {gen.duration} / --sample-rate {gen.sample_rate}: must be positive")
@@ -402,8 +431,9 @@ def _batches(items: list[Item], gen: GenerationConfig, model: tp.Any, shard_spec
     loaded) id order stands in: a shard's batch count and sizes, all that the summary reads then, are the same.
     """
     length = text_length(model) if gen.batch_order == "length" and model is not None else None
+    size = CPU_BATCH if gen.batch_size == AUTO else gen.batch_size  # auto unresolved: no model, nothing to do
     # Batch first, then shard: sharding items would regroup them into other batches, with other seeds.
-    return shard(make_batches(items, gen.batch_size, length), shard_spec)
+    return shard(make_batches(items, size, length), shard_spec)
 
 
 def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: GenerationConfig | None = None,
@@ -437,13 +467,10 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     if run.best_of:
         from . import rerank as rr
 
-        rerank = run.check_best_of(rerank)
+        rerank = run.check_best_of(rerank, check=gen.batch_size != AUTO)  # fail fast, once the size is known
     start = time.time()
-    # The model first, unless every clip of the JSON is finished: this shard's batches may need its tokenizer.
-    pending = run.unfinished(all_items, quiet=True)
-    if run.best_of and pending:
-        run.reranker = rerank.build()  # before the model: fail fast on a missing CLAP
-    run.model = model if model is not None or not pending else load_model(model_spec, device)
+    run.load(model, model_spec, device, rerank, all_items, quiet)
+    gen = run.gen  # with --batch-size auto resolved
     batches = _batches(all_items, gen, run.model, shard_spec)
     items = [it for batch in batches for it in batch]  # this shard's items
     stale = remove_stale_temps(items)
@@ -470,7 +497,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     bar.close()
     seconds = time.time() - start
     errors.update(run.failed)
-    summary = {"total": len(items), "written": written, "candidates": gen.candidates,
+    summary = {"total": len(items), "written": written, "candidates": gen.candidates, "batch_size": gen.batch_size,
                "skipped_existing": len(items) - sum(len(b) for b in todo), "by_other_run": by_other,
                "regenerated_invalid": run.invalid, "refused": errors, "failed": sorted(run.failed),
                "truncated": run.truncated, "stale_temps_removed": stale, "seconds": round(seconds, 2),

@@ -12,7 +12,7 @@
 #            (bench_fullshape.py --only levers: MFU against the peak table, data wait, peak memory), and a profile
 #            of the baseline and all-on steps (kernels per step, GPU idle share, top ops)
 #   job      `zalo-music generate` of 2,000 descriptions end to end (model load, T5, LM, EnCodec, MP3s, ZIP),
-#            then `validate-submission`; best-of-1 at --batch-size 256
+#            then `validate-submission`; best-of-1 at --batch-size auto (the size it picks is in the log)
 #   decode   ms/step of audiocraft's loop, the fast decoder and its CUDA-graph step (`--decoder graph`) at batch
 #            1, 16, 64 and 256 (bench_decoder.py), codes compared with audiocraft's; profiles at batch 1 and 256
 #   compile  the train part again with torch.compile as one more lever (its compilation takes minutes: last)
@@ -44,7 +44,7 @@ if [[ -n ${CHECKS_SMALL:-} ]]; then
   BATCHES=1:0.5,4:0.5; PROFILE=2:0.3; JOB_N=24; JOB_BATCH=8; JOB_DURATION=1; LIMIT_TRAIN=900; LIMIT_DECODE=900; LIMIT_JOB=900
 else
   DEPTH=(); LEVERS=(--steps 6 --rounds 2 --warmup 2)
-  BATCHES=1:10,16:10,64:10,256:10; PROFILE=1:2,256:2; JOB_N=2000; JOB_BATCH=256; JOB_DURATION=10
+  BATCHES=1:10,16:10,64:10,256:10; PROFILE=1:2,256:2; JOB_N=2000; JOB_BATCH=auto; JOB_DURATION=10
   LIMIT_TRAIN=150; LIMIT_JOB=150; LIMIT_DECODE=210
 fi
 LIMIT_GRAPHS=90
