@@ -10,8 +10,10 @@ Python value that changes from one step to the next. `StaticDecoder` is `FastDec
 - self-attention runs over a fixed window of the cache, the position's bucket of `BUCKET` positions, with the
   positions past the current one masked: masked scores are -inf, so their weights are exactly 0 and the result is
   attention over the filled part (tests/test_graph_decoder.py: the logits equal `FastDecoder`'s at every step);
-- one graph per window (8 for a 10-s clip) is captured the first time a step needs it, after one eager warm-up
-  step; `GraphSteps.capture_s` is that cost, reported apart from the steady state.
+- the first step runs eagerly (it allocates the cache); then one graph per window (8 for a 10-s clip) is captured
+  the first time a step needs it, after one eager warm-up step on a side stream; `GraphSteps.capture_s` is that
+  cost, reported apart from the steady state. Graphs are per batch: their cross-attention keys and values are
+  the batch's own tensors.
 
 Sampling (CFG, temperature, top-k / top-p, the delay pattern) stays eager, as in `fast_decoder.generate_tokens`:
 it is a few launches, and audiocraft's sampling functions copy index lists to the device, which a graph cannot
@@ -99,7 +101,8 @@ class GraphSteps:
         self.pos.fill_(pos)
         window = min(self.decoder.length, (pos // BUCKET + 1) * BUCKET)
         self.decoder.window = window
-        if not self.cuda:
+        if not self.cuda or self.decoder.cache is None:
+            # the first step runs eagerly on this stream: it allocates the KV cache here, outside any capture
             return self.decoder.step(self.codes, self.pos)
         if window not in self.graphs:
             self._capture(window)
