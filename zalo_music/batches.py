@@ -2,8 +2,9 @@
 and which run holds a batch while it is generated.
 
 Determinism: items are sorted (by the text encoder's length of their description, then id; or by id alone) and
-cut into fixed batches of `batch_size`; each batch is seeded from (seed, its ids). A batch is skipped only when all its files exist, otherwise it is regenerated whole, so an
-interrupted run finishes with the same bytes as an uninterrupted one (for the same batch size and device).
+cut into fixed batches of `batch_size`; each batch is seeded from (seed, its ids). A batch is skipped only when
+all its files exist, otherwise it is regenerated whole, so an interrupted run finishes with the same bytes as an
+uninterrupted one (for the same batch size, batch order and device).
 `--shard i/n` hands out those whole batches (batch k to shard k mod n), so the shards' files together are
 the unsharded run's bytes. Concurrent runs on one `--out` share the work through per-batch locks
 (`BatchLocks`) instead of both generating everything.

@@ -249,22 +249,18 @@ class _Run:
     def best_of(self) -> bool:
         return self.gen.candidates > 1
 
-    def check_best_of(self, rerank: tp.Any, check: bool = True) -> tp.Any:
+    def check_best_of(self, rerank: tp.Any) -> None:
         """Record what best-of-N's chosen bytes depend on and refuse a folder whose report has other settings (a
-        resumed run with other settings would mix two experiments); returns the reranking options.
+        resumed run with other settings would mix two experiments).
 
         Args:
-            rerank: `rerank.RerankOptions`, or None for the judge's default.
-            check: False to only return the options (`--batch-size auto`: checked once the size is known).
+            rerank: the run's `rerank.RerankOptions`.
         """
         from . import rerank as rr
 
-        rerank = rerank or rr.RerankOptions()
-        if check:
-            # not the decoder: the decoders draw the same codes (tests/test_fast_decoder.py, test_graph_decoder.py)
-            self.settings = {**{k: v for k, v in vars(self.gen).items() if k != "decoder"}, **rerank.settings()}
-            rr.check_settings(self.out, self.settings)
-        return rerank
+        # not the decoder: the decoders draw the same codes (tests/test_fast_decoder.py, test_graph_decoder.py)
+        self.settings = {**{k: v for k, v in vars(self.gen).items() if k != "decoder"}, **rerank.settings()}
+        rr.check_settings(self.out, self.settings)
 
     def load(self, model: tp.Any, model_spec: str, device: str | None, rerank: tp.Any, items: list[Item],
              quiet: bool) -> None:
@@ -467,7 +463,9 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     if run.best_of:
         from . import rerank as rr
 
-        rerank = run.check_best_of(rerank, check=gen.batch_size != AUTO)  # fail fast, once the size is known
+        rerank = rerank or rr.RerankOptions()
+        if gen.batch_size != AUTO:  # fail fast; with auto, `run.load` checks once the size is known
+            run.check_best_of(rerank)
     start = time.time()
     run.load(model, model_spec, device, rerank, all_items, quiet)
     gen = run.gen  # with --batch-size auto resolved
