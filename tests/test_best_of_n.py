@@ -182,7 +182,7 @@ def test_fas_aware_objective_trades_clap_for_distance_to_the_reference_mean(monk
     # candidate 0: CLAP 0.8, far from mu; candidate 1: CLAP 0.6, at mu; candidate 2: same as 0 (a tie)
     audio = np.array([[0.8, 0.6, 0.0], [0.6, 0.0, 0.8], [0.8, 0.6, 0.0]])
     mu = np.array([0.6, 0.0, 0.8])
-    monkeypatch.setattr(evaluator, "embed_files", lambda emb, files, progress=None: (audio[:len(files)], [], {}))
+    monkeypatch.setattr(evaluator, "embed_files", lambda emb, files, progress=None, dtype="float32": (audio[:len(files)], [], {}))
     embedder = SimpleNamespace(embed_text=lambda texts: np.repeat(text, len(texts), axis=0))
     files = [[Path("a"), Path("b"), Path("c")]]
     rec = Reranker(embedder).choose(["x"], files)[0]

@@ -32,7 +32,7 @@ class ToneClap:
         self.identity = "tone-standin/v1"
         self.windows_seen = 0
 
-    def embed_windows(self, windows: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    def embed_windows(self, windows: np.ndarray, batch_size: int | None = None, dtype: str = "float32") -> np.ndarray:
         self.windows_seen += len(windows)
         spec = np.abs(np.fft.rfft(windows, axis=-1))
         freqs = np.fft.rfftfreq(windows.shape[-1], 1 / CLAP_SAMPLE_RATE)

@@ -87,6 +87,8 @@ def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
                 raise ValueError(f"--{name.replace('_', '-')} {given}: --from-xp {args.from_xp} was scored with "
                                  f"{wanted[name]!r}; drop the option (the submission is generated as the XP was "
                                  "scored) or generate without --from-xp")
+        # the CLAP precision too is the user's (the machine's): auto follows the device, as in the XP's evaluate
+        rerank = dataclasses.replace(rerank, dtype=getattr(args, "clap_dtype", rerank.dtype))
         if getattr(args, "rerank_reference", None):
             rerank = dataclasses.replace(rerank, reference=args.rerank_reference)
         scored = info.get("evaluate", {})
@@ -103,5 +105,6 @@ def settings_from_args(args: tp.Any) -> tuple[str, GenerationConfig, tp.Any]:
     cache = str(resolve_reference("//reference/fad_stats", create=True)) if args.fas_weight > 0 else None
     rerank = RerankOptions(clap=ClapSpec(checkpoint=args.clap_checkpoint, amodel=args.clap_model,
                                          device=args.device),
-                           fas_weight=args.fas_weight, reference=args.rerank_reference, stats_cache=cache)
+                           fas_weight=args.fas_weight, reference=args.rerank_reference, stats_cache=cache,
+                           dtype=args.clap_dtype)
     return args.model, gen, rerank

@@ -5,7 +5,8 @@ first 10 s with LAION-CLAP (`zalo_music.metrics.audio.load_clip_window`, `ClapEm
 the waveform, hence the CLAP score, so candidates are scored the same way: each candidate is encoded to its own
 MP3 (a temporary file beside the output), read back by the judge's code, and the chosen candidate's file is the
 one committed (copied byte for byte onto the output name). The CLAP recorded for the chosen candidate is
-therefore what `score` computes for the submitted file (up to float noise from different CLAP batch sizes).
+therefore what `score` computes for the submitted file: up to float noise from different CLAP batch sizes in
+float32, within ~1e-3 with the bfloat16 audio tower (`RerankOptions.dtype`, the default on a GPU).
 
 Objective (`Reranker.choose`): by default the candidate with the highest CLAP cosine against its description.
 With a FAS weight w > 0 and a reference set, the objective is `clap - w * d`, where `d` is the squared distance
@@ -56,11 +57,13 @@ class Reranker:
         embedder: the CLAP model `score` uses (`metrics.clap.get_embedder(spec)`).
         fas_weight: w in `clap - w * |e - mu_ref|^2` (0: CLAP only).
         reference_mean: `[D]` mean CLAP audio embedding of the FAD reference (needed when `fas_weight` > 0).
+        dtype: the audio tower's precision ("float32" as `score`, or "bfloat16": `RerankOptions.dtype`).
     """
 
     embedder: tp.Any
     fas_weight: float = 0.0
     reference_mean: np.ndarray | None = None
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.fas_weight < 0:
@@ -83,7 +86,7 @@ class Reranker:
         from .metrics.evaluator import embed_files
 
         flat = [f for group in files for f in group]
-        emb, _, failed = embed_files(self.embedder, flat, progress=False)
+        emb, _, failed = embed_files(self.embedder, flat, progress=False, dtype=self.dtype)
         if failed:
             i, reason = next(iter(failed.items()))
             raise OSError(f"candidate {flat[i]} cannot be read back for CLAP: {reason}")
@@ -188,18 +191,35 @@ class RerankOptions:
         reference: FAD reference (manifest folder/file or audio folder) whose mean embedding the FAS-aware
             objective uses; only read when `fas_weight` > 0.
         stats_cache: reference statistics cache folder (None: none).
+        dtype: the audio tower's precision for the candidates: "float32" (the judge's), "bfloat16", or "auto"
+            (bfloat16 where CLAP runs on a GPU, float32 on a CPU). bfloat16's embeddings are within ~1e-4
+            cosine of float32's (docs/BENCHMARKS.md), far below the CLAP gaps between candidates that decide.
     """
 
     clap: tp.Any = None
     fas_weight: float = 0.0
     reference: str | None = None
     stats_cache: str | None = None
+    dtype: str = "auto"
 
     def spec(self) -> tp.Any:
         """The `ClapSpec` (the judge's default when none was given)."""
         from .metrics.clap import ClapSpec
 
         return self.clap if self.clap is not None else ClapSpec()
+
+    def resolved_dtype(self) -> str:
+        """The audio tower's precision, "auto" resolved for the device CLAP will run on."""
+        from .metrics.clap import AUDIO_DTYPES
+
+        if self.dtype != "auto":
+            if self.dtype not in AUDIO_DTYPES:
+                raise ValueError(f"--clap-dtype {self.dtype}: one of auto, {', '.join(AUDIO_DTYPES)}")
+            return self.dtype
+        import torch
+
+        device = self.spec().device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return "bfloat16" if torch.device(device).type == "cuda" else "float32"
 
     def settings(self) -> dict:
         """What the report records and compares on a resumed run (the checkpoint as a resolved path)."""
@@ -210,7 +230,8 @@ class RerankOptions:
             ckpt = str(resolve_checkpoint(dataclasses.replace(spec, download=False)))
         except Exception:  # noqa: BLE001 - missing: the real error comes when the model is loaded
             ckpt = str(spec.checkpoint)
-        return {"clap_checkpoint": ckpt, "clap_model": spec.amodel, "fas_weight": self.fas_weight,
+        return {"clap_checkpoint": ckpt, "clap_model": spec.amodel, "clap_dtype": self.resolved_dtype(),
+                "fas_weight": self.fas_weight,
                 "rerank_reference": self.reference if self.fas_weight > 0 else None}
 
     def build(self) -> Reranker:
@@ -235,4 +256,4 @@ class RerankOptions:
 
             stats, _, _ = reference_stats(self.reference, embed, embedder.identity, self.stats_cache)
             mean = stats.mu
-        return Reranker(embedder, self.fas_weight, mean)
+        return Reranker(embedder, self.fas_weight, mean, self.resolved_dtype())

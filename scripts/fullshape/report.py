@@ -47,6 +47,15 @@ def table(res: dict) -> str:
                         f"({m['s_per_clip']:.2f} s/clip) | {_fmt_rss(m)} |")
         rows.append(f"| clap | batched vs one at a time | {c['speedup_batched']}x | "
                     f"process {c['process_peak_rss_mb']:,} |")
+        rows.append(f"| clap | read-ahead vs serial reads (float32); bfloat16 vs serial | {c['speedup_read_ahead']}x; "
+                    f"{c['speedup_bfloat16']}x | |")
+        parts = c["parts"]
+        rows.append(f"| clap | alone: reads serial / on {c['read_workers']} threads; embedding float32 / bfloat16 | "
+                    f"{parts['read_serial']} / {parts['read_threads']}; {parts['embed_float32']} / "
+                    f"{parts['embed_bfloat16']} clips/s | |")
+        ag = c["bfloat16_vs_float32"]
+        rows.append(f"| clap | bfloat16 vs float32: audio cosine min, CLAP diff max, same best of 4 | "
+                    f"{ag['audio_cos_min']}, {ag['clap_abs_diff_max']}, {ag['same_choice']}/{ag['groups_of_4']} | |")
     lp = sec.get("loop", {})
     if "agree" in lp:
         p = lp

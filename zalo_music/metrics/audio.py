@@ -244,23 +244,3 @@ def read_clip(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
 
     wav, sr = audio_read(str(path))
     return wav, int(sr)
-
-
-def load_windows(paths: tp.Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[WindowInfo]]:
-    """Read and window many files.
-
-    Args:
-        paths: audio files.
-    Returns:
-        `([N, WINDOW] float32, infos)`.
-    Raises:
-        ClipReadError: naming the first file that cannot be decoded.
-    """
-    windows, infos = [], []
-    for p in paths:
-        w, info = load_clip_window(p)
-        windows.append(w)
-        infos.append(info)
-    if not windows:
-        return np.zeros((0, WINDOW), dtype=np.float32), []
-    return np.stack(windows), infos

@@ -74,4 +74,5 @@ def rerank_options_from_cfg(cfg, reference: str | None = None):
     from ..rerank import RerankOptions
 
     return RerankOptions(clap=clap_spec_from_cfg(cfg, None), fas_weight=float(cfg.zalo.eval.fas_weight),
+                         dtype=str(cfg.zalo.eval.clap_dtype),
                          reference=reference, stats_cache=stats_cache_from_cfg(cfg))

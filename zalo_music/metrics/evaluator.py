@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing as tp
-from pathlib import Path
 
 import numpy as np
 
-from .audio import ClipReadError, WindowInfo, load_clip_window
+from .audio import WindowInfo
 from .clap import ClapEmbedder, ClapSpec, clap_cosines
 from .fad import GaussianStats
 from .registry import FAD_MIN_RELIABLE_N, enabled  # noqa: F401  (FAD_MIN_RELIABLE_N: re-exported for callers)
+from .windows import window_batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +52,10 @@ def is_empty_description(text: tp.Any) -> bool:
 
 
 def embed_files(embedder: ClapEmbedder, files: tp.Sequence[str | os.PathLike], batch_size: int | None = None,
-                progress: bool | None = None, desc: str = "CLAP audio"
+                progress: bool | None = None, desc: str = "CLAP audio", dtype: str = "float32"
                 ) -> tuple[np.ndarray, list[WindowInfo | None], dict[int, str]]:
-    """Audio embeddings of files, decoding and embedding one batch at a time (bounded memory).
+    """Audio embeddings of files, one batch at a time (bounded memory), the next batch decoded on CPU threads
+    while this one is embedded (`windows.window_batches`).
 
     A file that cannot be decoded does not stop the pass: it becomes that item's named problem.
 
@@ -64,6 +65,7 @@ def embed_files(embedder: ClapEmbedder, files: tp.Sequence[str | os.PathLike], b
         batch_size: clips per batch (default: the embedder's).
         progress: show a tqdm bar with ETA on stderr (None: only on a terminal and for more than one batch).
         desc: the bar's label.
+        dtype: the audio tower's precision (`ClapEmbedder.embed_windows`); the judge's is float32.
     Returns:
         `(embeddings, infos, failed)`: `[M, D]` embeddings of the M decodable files in input order, per-file
         window infos (None for a failed file) and `{index: reason}` of the files that failed.
@@ -76,20 +78,17 @@ def embed_files(embedder: ClapEmbedder, files: tp.Sequence[str | os.PathLike], b
     failed: dict[int, str] = {}
     disable = (not progress) if progress is not None else (None if len(files) > bs else True)
     with tqdm(total=len(files), desc=desc, unit="clip", disable=disable, dynamic_ncols=True) as bar:
-        for i in range(0, len(files), bs):
+        for start, reads in window_batches(files, bs):
             windows = []
-            for j, f in enumerate(files[i:i + bs], start=i):
-                try:
-                    w, info = load_clip_window(Path(f))
-                except ClipReadError as exc:
-                    failed[j] = str(exc)
-                    infos.append(None)
-                    continue
-                windows.append(w)
+            for j, (window, info, reason) in enumerate(reads, start=start):
+                if reason is not None:
+                    failed[j] = reason
+                else:
+                    windows.append(window)
                 infos.append(info)
             if windows:
-                embs.append(embedder.embed_windows(np.stack(windows), batch_size=bs))
-            bar.update(min(bs, len(files) - i))
+                embs.append(embedder.embed_windows(np.stack(windows), batch_size=bs, dtype=dtype))
+            bar.update(len(reads))
     return (np.concatenate(embs) if embs else np.zeros((0, 512))), infos, failed
 
 
