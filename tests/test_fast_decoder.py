@@ -177,6 +177,10 @@ def test_unsupported_generation_is_refused_by_name(tiny):
     tiny.set_generation_params(duration=2.0, two_step_cfg=True)
     with pytest.raises(UnsupportedModel, match="two_step_cfg.*--decoder audiocraft"):
         generate_tokens(tiny, attributes)
+    from zalo_music.fast_decoder import check_supported
+
+    with pytest.raises(UnsupportedModel, match="--decoder graph does not support"):  # the option the user gave
+        check_supported(tiny, "graph")
     tiny.set_generation_params(duration=2.0)
     tiny.duration = 12.0  # beyond max_duration: audiocraft's windowed extension
     with pytest.raises(UnsupportedModel, match="max_duration"):

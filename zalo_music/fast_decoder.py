@@ -100,15 +100,16 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
-def check_supported(model) -> None:
+def check_supported(model, decoder: str = "fast") -> None:
     """Raise `UnsupportedModel` naming the feature when the fast decoder cannot run `model`.
 
     Args:
         model: an audiocraft `MusicGen` with its generation parameters set.
+        decoder: the `--decoder` asked for (fast or graph: graph runs the fast decoder's step), for the message.
     """
     reason = unsupported_reason(model)
     if reason:
-        raise UnsupportedModel(f"--decoder fast does not support this model: {reason}; use --decoder audiocraft")
+        raise UnsupportedModel(f"--decoder {decoder} does not support this model: {reason}; use --decoder audiocraft")
 
 
 class FastDecoder:

@@ -476,7 +476,7 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     if run.model is not None:
         run.model.set_generation_params(**gen.sampling_params())
         if todo and gen.decoder != "audiocraft":
-            check_supported(run.model)  # one clear error before any batch, not one failure per batch
+            check_supported(run.model, gen.decoder)  # one clear error before any batch, not one failure per batch
         run.truncate = text_truncator(run.model)
     written = by_other = 0
     bar = tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet)
