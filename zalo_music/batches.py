@@ -147,6 +147,7 @@ class BatchLocks:
     def __init__(self, out: Path) -> None:
         self.path = out / self.NAME
         self.fd = -1
+        self.kept: set[int] = set()  # batches whose lock outlives their loop body (`keep`)
 
     def __enter__(self) -> BatchLocks:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -156,8 +157,9 @@ class BatchLocks:
         os.close(self.fd)
 
     def held(self, batches: list) -> tp.Iterator[list]:
-        """Each batch with its lock held while the caller's loop body runs: the free ones first, then, waiting for
-        the other run, those it held (it may have finished them: the caller re-checks)."""
+        """Each batch with its lock held while the caller's loop body runs (and after it, when the body `keep`s
+        it): the free ones first, then, waiting for the other run, those it held (it may have finished them: the
+        caller re-checks)."""
         deferred = []
         for batch in batches:
             if not self.acquire(batch, block=False):  # another run on this --out is generating it
@@ -166,13 +168,22 @@ class BatchLocks:
             try:
                 yield batch
             finally:
-                self.release(batch)
+                self._done(batch)
         for batch in deferred:
             self.acquire(batch, block=True)
             try:
                 yield batch
             finally:
-                self.release(batch)
+                self._done(batch)
+
+    def keep(self, batch: list) -> None:
+        """Hold `batch`'s lock past its loop body, until `release(batch)`: its clips are still being written
+        while the next batch is generated, and no other run may take the batch for unfinished meanwhile."""
+        self.kept.add(self._offset(batch))
+
+    def _done(self, batch: list) -> None:
+        if self._offset(batch) not in self.kept:
+            self.release(batch)
 
     @staticmethod
     def _offset(batch: list) -> int:
@@ -187,6 +198,7 @@ class BatchLocks:
         return True
 
     def release(self, batch: list) -> None:
+        self.kept.discard(self._offset(batch))
         with contextlib.suppress(OSError):
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self._offset(batch))
 

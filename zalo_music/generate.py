@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import errno
 import functools
+import os
 import pickle
 import time
 import typing as tp
@@ -192,6 +193,17 @@ def _cpu_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
                                                  initializer=torch.set_num_threads, initargs=(1,))
 
 
+def _overlap_writes(model) -> bool:
+    """Whether a batch's MP3s are written while the next batch is generated: where the LM runs on a GPU, whose
+    host thread only feeds the device and leaves the cores to LAME. On a CPU the two would share the cores, and
+    overlapping them starved torch's threads and was slower overall (measured), so there they take turns.
+
+    Args:
+        model: the loaded MusicGen.
+    """
+    return next(model.lm.parameters()).device.type == "cuda"
+
+
 def _decode_one(model, tokens: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         return model.generate_audio(tokens)
@@ -244,6 +256,9 @@ class _Run:
     invalid: list[str] = dataclasses.field(default_factory=list)  # existing files that were not finished clips
     failed: dict[str, str] = dataclasses.field(default_factory=dict)  # generation or write failures: retried
     truncated: list[str] = dataclasses.field(default_factory=list)  # descriptions cut to the encoder's tokens
+    written: int = 0  # files written by this run
+    overlap: bool = False  # MP3s written while the next batch is generated (`_overlap_writes`)
+    pending: tuple[list[Item], dict] | None = None  # the batch whose MP3s are being written, and their futures
 
     @property
     def best_of(self) -> bool:
@@ -278,6 +293,7 @@ class _Run:
         if self.best_of and pending:
             self.reranker = rerank.build()  # before the model: fail fast on a missing CLAP
         self.model = model if model is not None or not pending else load_model(model_spec, device)
+        self.overlap = self.model is not None and not self.best_of and _overlap_writes(self.model)
         if self.gen.batch_size != AUTO or self.model is None:
             return
         size, why = auto_batch_size(self.model, [text for _, text, _ in items], self.gen.duration,
@@ -325,8 +341,8 @@ class _Run:
             texts.append(text)
         return [t for t in texts for _ in range(self.gen.candidates)]
 
-    def run(self, batch: list[Item]) -> int:
-        """Sample `batch` (seeded from its ids) and write its clips; returns how many files were written."""
+    def run(self, batch: list[Item]) -> None:
+        """Sample `batch` (seeded from its ids) and write its clips (counted in `written`)."""
         texts = self.texts(batch)
         torch.manual_seed(batch_seed(self.gen.seed, [k for k, _, _ in batch]))
         try:
@@ -337,19 +353,64 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - this batch's ids get the reason, the next batch goes on
             for key, _, _ in batch:
                 self.failed[key] = f"generation failed: {type(exc).__name__}: {str(exc)[:200]}"
-            return 0
-        return self.write_best_of(batch, wavs) if self.best_of else self.write_clips(batch, wavs)
+            return
+        self.finish_writes()  # the batch before's MP3s, written while this batch was generated
+        if self.best_of:
+            self.write_best_of(batch, wavs)
+        else:
+            self.write_clips(batch, wavs)
 
-    def write_clips(self, batch: list[Item], wavs: torch.Tensor) -> int:
-        # The clips are encoded side by side, one per core, and only then does the next batch start:
-        # overlapping LAME with the LM on a small CPU starves torch's threads and is slower overall.
-        pool = _cpu_pool(torch.get_num_threads())
-        written, reasons = _collect({key: pool.submit(clips.write_clip, target, wav, self.model.sample_rate, self.gen)
-                                     for (key, _, target), wav in zip(batch, wavs, strict=True)})
+    def run_all(self, todo: list[list[Item]], quiet: bool) -> int:
+        """Run each batch of `todo` that no other run on the folder finished; returns how many items those
+        other runs did."""
+        from tqdm import tqdm
+
+        by_other = 0
+        with tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet) as bar, \
+                BatchLocks(self.out) as self.locks:
+            try:
+                for batch in self.locks.held(todo):
+                    if self.unfinished(batch):  # re-checked under the lock: the other run may just have finished it
+                        self.run(batch)
+                    else:
+                        by_other += len(batch)
+                    bar.update(len(batch))
+            finally:
+                self.finish_writes()  # the last batch's MP3s (or, on an error, those in flight) before the locks go
+        return by_other
+
+    def write_clips(self, batch: list[Item], wavs: torch.Tensor) -> None:
+        """Encode the batch's clips side by side, one per core; with `overlap`, return at once and let them be
+        written while the next batch is generated (its lock held until `finish_writes`)."""
+        pool = _cpu_pool(self.workers())
+        futures = {key: pool.submit(clips.write_clip, target, wav, self.model.sample_rate, self.gen)
+                   for (key, _, target), wav in zip(batch, wavs, strict=True)}
+        self.pending = (batch, futures)
+        if self.overlap:
+            self.locks.keep(batch)
+        else:
+            self.finish_writes()
+
+    def workers(self) -> int:
+        # On a CPU the LM and LAME share the cores, so the MP3s are encoded between batches on all of them; on a
+        # GPU the host only feeds the device, so the MP3s take the cores while the next batch is generated.
+        return max(1, os.cpu_count() or 1) if self.overlap else torch.get_num_threads()
+
+    def finish_writes(self) -> None:
+        """Wait for the MP3s in flight, record what was written or why not, and release their batch's lock."""
+        if self.pending is None:
+            return
+        batch, futures = self.pending
+        self.pending = None
+        try:
+            written, reasons = _collect(futures)
+        finally:
+            if self.overlap:
+                self.locks.release(batch)
         self.failed.update(reasons)
-        return sum(written.values())
+        self.written += sum(written.values())
 
-    def write_best_of(self, batch: list[Item], wavs: torch.Tensor) -> int:
+    def write_best_of(self, batch: list[Item], wavs: torch.Tensor) -> None:
         """Write the N candidates of each item, keep the one the reranker chooses, and record the choice."""
         from .rerank import candidate_path
 
@@ -371,7 +432,7 @@ class _Run:
         if records:
             self.locks.report_lock_update(self.out, self.settings, records)
         self.failed.update(bad)
-        return len(records)
+        self.written += len(records)
 
     def _choose_and_commit(self, batch: list[Item], files: list[list[Path]], bad: dict[str, str]) -> dict:
         """Rerank the candidates of `batch` and commit each chosen file; the ids that fail get a reason in `bad`.
@@ -450,7 +511,6 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     Returns:
         Summary: counts, timings, refused ids (and, best-of-N, the report's summary).
     """
-    from tqdm import tqdm
 
     from .fast_decoder import check_supported
 
@@ -478,22 +538,14 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
         if todo and gen.decoder != "audiocraft":
             check_supported(run.model, gen.decoder)  # one clear error before any batch, not one failure per batch
         run.truncate = text_truncator(run.model)
-    written = by_other = 0
-    bar = tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet)
     try:
-        with BatchLocks(out) as run.locks:
-            for batch in run.locks.held(todo):
-                if run.unfinished(batch):  # re-checked under the lock: the other run may just have finished it
-                    written += run.run(batch)
-                else:
-                    by_other += len(batch)
-                bar.update(len(batch))
+        by_other = run.run_all(todo, quiet)
     except OSError as exc:
         if exc.errno not in _DISK_FULL:
             raise
         raise _disk_need(exc, out, items, gen) from exc
-    bar.close()
     seconds = time.time() - start
+    written = run.written
     errors.update(run.failed)
     summary = {"total": len(items), "written": written, "candidates": gen.candidates, "batch_size": gen.batch_size,
                "skipped_existing": len(items) - sum(len(b) for b in todo), "by_other_run": by_other,
