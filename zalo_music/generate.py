@@ -258,7 +258,7 @@ class _Run:
     truncated: list[str] = dataclasses.field(default_factory=list)  # descriptions cut to the encoder's tokens
     written: int = 0  # files written by this run
     overlap: bool = False  # MP3s written while the next batch is generated (`_overlap_writes`)
-    pending: tuple[list[Item], dict] | None = None  # the batch whose MP3s are being written, and their futures
+    pending: tuple | None = None  # the batch whose MP3s are being written, their futures, and what ends them
 
     @property
     def best_of(self) -> bool:
@@ -293,7 +293,7 @@ class _Run:
         if self.best_of and pending:
             self.reranker = rerank.build()  # before the model: fail fast on a missing CLAP
         self.model = model if model is not None or not pending else load_model(model_spec, device)
-        self.overlap = self.model is not None and not self.best_of and _overlap_writes(self.model)
+        self.overlap = self.model is not None and _overlap_writes(self.model)
         if self.gen.batch_size != AUTO or self.model is None:
             return
         size, why = auto_batch_size(self.model, [text for _, text, _ in items], self.gen.duration,
@@ -355,10 +355,7 @@ class _Run:
                 self.failed[key] = f"generation failed: {type(exc).__name__}: {str(exc)[:200]}"
             return
         self.finish_writes()  # the batch before's MP3s, written while this batch was generated
-        if self.best_of:
-            self.write_best_of(batch, wavs)
-        else:
-            self.write_clips(batch, wavs)
+        self.write(batch, wavs)
 
     def run_all(self, todo: list[list[Item]], quiet: bool) -> int:
         """Run each batch of `todo` that no other run on the folder finished; returns how many items those
@@ -375,17 +372,30 @@ class _Run:
                     else:
                         by_other += len(batch)
                     bar.update(len(batch))
+                self.finish_writes()  # the last batch's
             finally:
-                self.finish_writes()  # the last batch's MP3s (or, on an error, those in flight) before the locks go
+                self.abandon_writes()  # an error stopped the loop: the writes in flight end before the locks go
         return by_other
 
-    def write_clips(self, batch: list[Item], wavs: torch.Tensor) -> None:
-        """Encode the batch's clips side by side, one per core; with `overlap`, return at once and let them be
-        written while the next batch is generated (its lock held until `finish_writes`)."""
-        pool = _cpu_pool(self.workers())
-        futures = {key: pool.submit(clips.write_clip, target, wav, self.model.sample_rate, self.gen)
-                   for (key, _, target), wav in zip(batch, wavs, strict=True)}
-        self.pending = (batch, futures)
+    def write(self, batch: list[Item], wavs: torch.Tensor) -> None:
+        """Encode the batch's clips (best-of-N: its candidates) side by side, one per core. With `overlap`, return
+        at once: they are encoded while the next batch is generated, and the batch's lock is kept until
+        `finish_writes` has recorded them (best-of-N: chosen and committed them)."""
+        pool, rate = _cpu_pool(self.workers()), self.model.sample_rate
+        if self.best_of:
+            from .rerank import candidate_path
+
+            n = self.gen.candidates
+            files = [[candidate_path(target, i) for i in range(n)] for _, _, target in batch]
+            futures = {(j, i): pool.submit(clips.write_candidate, files[j][i], wavs[j * n + i], rate, self.gen)
+                       for j in range(len(batch)) for i in range(n)}
+            done = functools.partial(self._choose_best, batch, files)
+        else:
+            files = []
+            futures = {key: pool.submit(clips.write_clip, target, wav, rate, self.gen)
+                       for (key, _, target), wav in zip(batch, wavs, strict=True)}
+            done = self._count_written
+        self.pending = (batch, futures, done, files)
         if self.overlap:
             self.locks.keep(batch)
         else:
@@ -400,26 +410,37 @@ class _Run:
         """Wait for the MP3s in flight, record what was written or why not, and release their batch's lock."""
         if self.pending is None:
             return
-        batch, futures = self.pending
+        batch, futures, done, _ = self.pending
         self.pending = None
         try:
-            written, reasons = _collect(futures)
+            done(futures)
         finally:
             if self.overlap:
                 self.locks.release(batch)
+
+    def abandon_writes(self) -> None:
+        """On an error (Ctrl-C, out of memory): let the MP3s in flight end (each lands whole or not at all), drop
+        best-of-N's unchosen candidates, and release the batch: the next run redoes what was not recorded."""
+        if self.pending is None:
+            return
+        batch, futures, _, files = self.pending
+        self.pending = None
+        concurrent.futures.wait(list(futures.values()))
+        for group in files:
+            for f in group:
+                f.unlink(missing_ok=True)
+        if self.overlap:
+            self.locks.release(batch)
+
+    def _count_written(self, futures: dict) -> None:
+        written, reasons = _collect(futures)
         self.failed.update(reasons)
         self.written += sum(written.values())
 
-    def write_best_of(self, batch: list[Item], wavs: torch.Tensor) -> None:
-        """Write the N candidates of each item, keep the one the reranker chooses, and record the choice."""
-        from .rerank import candidate_path
-
-        n, pool = self.gen.candidates, _cpu_pool(torch.get_num_threads())
-        files = [[candidate_path(target, i) for i in range(n)] for _, _, target in batch]
+    def _choose_best(self, batch: list[Item], files: list[list[Path]], futures: dict) -> None:
+        """Once a batch's candidates are written: keep the one the reranker chooses per item, record the choice."""
         try:
-            _, reasons = _collect({(j, i): pool.submit(clips.write_candidate, files[j][i], wavs[j * n + i],
-                                                       self.model.sample_rate, self.gen)
-                                   for j in range(len(batch)) for i in range(n)})
+            _, reasons = _collect(futures)
             bad: dict[str, str] = {}
             for (j, _), reason in reasons.items():
                 bad.setdefault(batch[j][0], reason)

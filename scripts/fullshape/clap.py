@@ -9,6 +9,8 @@ Modes, each scoring the same `--clap-n` 10-s MP3s with their texts at `--clap-ba
 Parts, to say what bounds the pace: reading alone (serial and on threads) and embedding alone (float32 and
 bfloat16, windows already in memory). Agreement of bfloat16 with float32 on the same clips: audio cosine, CLAP
 difference and, for groups of 4 clips sharing a text (4 best-of-N candidates), how often the same one wins.
+The tower's FLOPs per clip (torch's counter) turn the embedding pace into TFLOP/s and, on a GPU of the peak
+table, a share of its bf16 peak.
 """
 
 from __future__ import annotations
@@ -97,6 +99,19 @@ def section_clap(a: argparse.Namespace) -> dict:
         wall, _, _ = _timed(a.device, lambda d=dtype: embedder.embed_windows(windows, batch_size=bs, dtype=d))
         res["parts"][f"embed_{dtype}"] = round(n / wall, 1)
     res["parts"]["unit"] = "clips/s"
+    # the tower's distance from the hardware: its FLOPs per clip (counted by torch) at the embedding-alone pace
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from zalo_music.solvers.throughput import peak_flops
+
+    with FlopCounterMode(display=False) as counter:
+        embedder.embed_windows(windows[:1], batch_size=1)
+    gflop = counter.get_total_flops() / 1e9
+    peak = peak_flops(a.device, None)
+    res["tower"] = {"gflop_per_clip": round(gflop, 2), "peak_tflops": peak / 1e12 if peak else None, **{
+        f"{d}_tflops": round(res["parts"][f"embed_{d}"] * gflop / 1e3, 3) for d in ("float32", "bfloat16")}}
+    if peak:
+        res["tower"]["bfloat16_share_of_peak"] = round(res["tower"]["bfloat16_tflops"] * 1e12 / peak, 4)
     # groups of 4 clips share their first clip's text, as the 4 candidates of one description do
     text_emb = embedder.embed_text([texts[p.name] for p in files[:n:4]], batch_size=bs).repeat(4, axis=0)[:n]
     res["bfloat16_vs_float32"] = _agreement(emb["read_ahead_float32"], emb["read_ahead_bfloat16"], text_emb)

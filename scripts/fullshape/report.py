@@ -53,6 +53,9 @@ def table(res: dict) -> str:
         rows.append(f"| clap | alone: reads serial / on {c['read_workers']} threads; embedding float32 / bfloat16 | "
                     f"{parts['read_serial']} / {parts['read_threads']}; {parts['embed_float32']} / "
                     f"{parts['embed_bfloat16']} clips/s | |")
+        tw = c["tower"]
+        rows.append(f"| clap | tower: GFLOP per clip; TFLOP/s float32 / bfloat16 (share of peak) | {tw['gflop_per_clip']}; "
+                    f"{tw['float32_tflops']} / {tw['bfloat16_tflops']} ({tw.get('bfloat16_share_of_peak', 'no peak')}) | |")
         ag = c["bfloat16_vs_float32"]
         rows.append(f"| clap | bfloat16 vs float32: audio cosine min, CLAP diff max, same best of 4 | "
                     f"{ag['audio_cos_min']}, {ag['clap_abs_diff_max']}, {ag['same_choice']}/{ag['groups_of_4']} | |")
