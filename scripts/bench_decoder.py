@@ -7,6 +7,10 @@ CFG 3). Per batch size, each decoder in turn (`--decoders`):
 - `audiocraft`: audiocraft's `LMModel.generate` under the model's autocast, then the EnCodec decode.
 - `fast`: `fast_decoder.generate_tokens` on the same attributes, then the same `generate_audio` decode.
 - `graph`: the same with `graphs=True` (`graph_decoder`: static-shape step, one CUDA graph per window on a GPU).
+- `transformers`: transformers' `MusicgenForConditionalGeneration.generate` (its T5, LM loop and EnCodec) on the
+  same weights, exported with `zalo-music export --format transformers`'s code (bfloat16 on a GPU, float32 on a
+  CPU). Its steps are clocked by a streamer, whose per-step copy of the new tokens to the host is in its figure;
+  its sampler draws other codes from the same seed, so `same codes` does not apply.
 
 Every column times the same three stages (T5 + LM loop + codec decode). `loop ms/step` is the decoding loop
 alone, from the first step's end to the last step's end (each loop's progress callback), less the graphs'
@@ -48,8 +52,72 @@ def _clock(marks: list[float]):
     return callback
 
 
-def measure(model, texts: list[str], duration: float, seed: int, decoders: tuple[str, ...]) -> dict:
-    """The decoders on one batch: seconds per stage, codes compared with audiocraft's."""
+def transformers_model(device: str):
+    """musicgen-small as transformers' `MusicgenForConditionalGeneration` (exported from the same audiocraft
+    folder by `zalo_music.transformers_export`) and its processor.
+
+    Args:
+        device: torch device (bfloat16 weights on CUDA, float32 elsewhere).
+    """
+    import tempfile
+
+    import torch
+    from huggingface_hub import snapshot_download
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+    from zalo_music.transformers_export import export_transformers
+
+    source = Path(snapshot_download("facebook/musicgen-small", allow_patterns=["*.bin", "*.json"]))
+    out = Path(tempfile.mkdtemp(prefix="zalo-bench-decoder-")) / "musicgen-small-transformers"
+    export_transformers(source, out)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    hf = MusicgenForConditionalGeneration.from_pretrained(out, dtype=dtype).to(device).eval()
+    return hf, AutoProcessor.from_pretrained(out)
+
+
+def measure_transformers(hf, texts: list[str], duration: float, seed: int, frames_per_s: float) -> dict:
+    """transformers' `generate` on one batch (top-k 250, CFG 3), its steps clocked by a streamer."""
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    model, processor = hf
+    marks: list[float] = []
+
+    class Clock(BaseStreamer):
+        def put(self, value) -> None:  # the prompt once, then each step's new tokens
+            marks.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+    n_q = model.decoder.config.num_codebooks
+    frames = int(duration * frames_per_s)
+    t0 = time.perf_counter()
+    inputs = processor(text=texts, padding=True, return_tensors="pt").to(model.device)
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        model.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0, max_length=1 + frames + n_q - 1,
+                       streamer=Clock())
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    steps = len(marks) - 1
+    return {"total_s": round(total, 2), "steps": steps, "first_step_s": round(marks[1] - t0, 2),
+            "loop_ms_per_step": round(1000 * (marks[-1] - marks[1]) / max(1, steps - 1), 2), "capture_s": 0.0,
+            "rtf": round(total / (duration * len(texts)), 3)}
+
+
+def measure(model, texts: list[str], duration: float, seed: int, decoders: tuple[str, ...], hf=None) -> dict:
+    """The decoders on one batch: seconds per stage, codes compared with audiocraft's.
+
+    Args:
+        model: the audiocraft `MusicGen`.
+        texts: the batch's descriptions.
+        duration: seconds of audio per description.
+        seed: sampling seed.
+        decoders: which paths, in order.
+        hf: `(model, processor)` of `transformers_model`, for the `transformers` path.
+    """
     import torch
 
     from zalo_music import fast_decoder, graph_decoder
@@ -59,6 +127,9 @@ def measure(model, texts: list[str], duration: float, seed: int, decoders: tuple
     res: dict = {}
     codes = {}
     for name in decoders:
+        if name == "transformers":
+            res[name] = measure_transformers(hf, texts, duration, seed, model.frame_rate)
+            continue
         stats: dict = {}
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -84,12 +155,13 @@ def measure(model, texts: list[str], duration: float, seed: int, decoders: tuple
                      "capture_s": round(capture, 3), "first_step_s": round(marks[0] - t0, 2), "steps": steps,
                      "rtf": round((t2 - t0) / (duration * len(texts)), 3)}
     for name in decoders:
-        if name != "audiocraft" and "audiocraft" in codes:
-            same = codes[name] == codes["audiocraft"]
-            res[name].update(same_codes=bool(same.all()), codes_equal_fraction=round(same.float().mean().item(), 6),
-                             speedup_loop=round(res["audiocraft"]["loop_ms_per_step"] / res[name]["loop_ms_per_step"],
+        if name != "audiocraft" and "audiocraft" in res:
+            res[name].update(speedup_loop=round(res["audiocraft"]["loop_ms_per_step"] / res[name]["loop_ms_per_step"],
                                                 2),
                              speedup_total=round(res["audiocraft"]["total_s"] / res[name]["total_s"], 2))
+        if name in codes and name != "audiocraft" and "audiocraft" in codes:
+            same = codes[name] == codes["audiocraft"]
+            res[name].update(same_codes=bool(same.all()), codes_equal_fraction=round(same.float().mean().item(), 6))
     return res
 
 
@@ -136,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--decoders", default=None,
-                   help="comma-separated, of audiocraft, fast, graph (default: audiocraft,fast; graph too on CUDA)")
+                   help="comma-separated, of audiocraft, fast, graph, transformers (default: audiocraft,fast; graph "
+                        "too on CUDA)")
     p.add_argument("--profile", default="",
                    help="batch:seconds pairs to profile each decoder at (torch.profiler: ops, kernels per step, "
                         "GPU idle share), after the timed runs; default: none")
@@ -159,13 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     from zalo_music.generate import load_model
 
     model = load_model("facebook/musicgen-small", a.device)
+    hf = transformers_model(a.device) if "transformers" in decoders else None
     plan = [(int(b), float(d)) for b, d in (x.split(":") for x in a.batches.split(","))]
     texts = _texts(Path(a.texts))
     tokenizer = getattr(model.lm.condition_provider.conditioners["description"], "t5_tokenizer", None)
     count = (lambda t: len(tokenizer(t)["input_ids"])) if tokenizer else len
     by_length = sorted(texts, key=lambda t: (count(t), t))
     median = by_length[len(texts) // 2]
-    measure(model, texts[:1], 0.1, a.seed, decoders)  # warm-up: first-call allocations of every path
+    measure(model, texts[:1], 0.1, a.seed, decoders, hf)  # warm-up: first-call allocations of every path
     import benchkit
 
     result = {**benchkit.result_header(__file__, argv if argv is not None else sys.argv[1:]),
@@ -180,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         lengths = [count(t) for t in chunk] if tokenizer else []
         run = {"batch": batch, "duration": duration, "t5_tokens_max": max(lengths, default=0),
                "t5_tokens_mean": round(sum(lengths) / len(lengths), 1) if lengths else 0,
-               **measure(model, chunk, duration, a.seed, decoders)}
+               **measure(model, chunk, duration, a.seed, decoders, hf)}
         result["runs"].append(run)
         print(json.dumps(run), flush=True)
     print("\n| batch | seconds | T5 tokens (max) | decoder | loop ms/step | capture s | end-to-end s (T5+LM+codec) "
@@ -192,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {r['batch']} | {r['duration']} | {r['t5_tokens_max']} | {name} | {d['loop_ms_per_step']} | "
                   f"{d['capture_s']} | {d['total_s']} | {d.get('speedup_loop', 1.0)}x | {d.get('speedup_total', 1.0)}x "
                   f"| {d.get('same_codes', '')} |")
+    ours = tuple(d for d in decoders if d != "transformers")  # the profiles are of the project's own paths
     for batch, duration in [(int(b), float(d)) for b, d in (x.split(":") for x in a.profile.split(",") if x)]:
         result.setdefault("profiles", []).append(
-            {"batch": batch, "duration": duration, **profile(model, by_length, batch, duration, a.seed, decoders,
+            {"batch": batch, "duration": duration, **profile(model, by_length, batch, duration, a.seed, ours,
                                                              a.device)})
     if a.out_json:
         Path(a.out_json).write_text(json.dumps(result, indent=1))

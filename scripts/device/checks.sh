@@ -6,7 +6,7 @@
 # A follow-up call on the still-warm machine (within its 30-s idle window) reuses the wheels and stand-ins in /tmp:
 #                run(command="bash scripts/device/checks.sh clap best4 compile", carry=[".device"], timeout_s=...)
 #
-# Parts (arguments, in order; `all` = graphs decode train job clap best4 compile), each under its own time limit and all under
+# Parts (arguments, in order; `all` = graphs decode hf train job clap best4 compile), each under its own time limit and all under
 # one deadline (CHECKS_BUDGET seconds from the start, 540 by default), so that one slow part leaves the others
 # their time; every figure lands in $OUT as JSON as soon as its part ends, the whole log in $OUT/checks.log:
 #   graphs   tests/test_graph_decoder.py: replayed CUDA graphs give the eager static step's logits
@@ -17,6 +17,8 @@
 #            then `validate-submission`; best-of-1 at --batch-size auto (the size it picks is in the log)
 #   decode   ms/step of audiocraft's loop, the fast decoder and its CUDA-graph step (`--decoder graph`) at batch
 #            1, 16, 64 and 256 (bench_decoder.py), codes compared with audiocraft's; profiles at batch 1 and 256
+#   hf       transformers' MusicgenForConditionalGeneration.generate (same weights, exported) beside the fast decoder
+#            at the decode part's batch sizes (bench_decoder.py --decoders fast,transformers)
 #   clap     CLAP clips/s (bench_fullshape.py --only clap): serial reads vs read-ahead, float32 vs bfloat16, what
 #            bounds it (reads alone, embedding alone), bfloat16's agreement with float32
 #   best4    the job with --candidates 4 (CLAP reranking, --clap-dtype auto = bfloat16), ZIP validated
@@ -38,7 +40,7 @@ exec > >(tee -a "$OUT/checks.log") 2>&1
 parts=("$@")
 # Issue 28's decoding first (the graph test guards the decode part's `graph` column), then issue 26's training,
 # then the end-to-end job; what the deadline leaves runs last.
-[[ ${#parts[@]} -eq 0 || ${parts[0]} == all ]] && parts=(graphs decode train job clap best4 compile)
+[[ ${#parts[@]} -eq 0 || ${parts[0]} == all ]] && parts=(graphs decode hf train job clap best4 compile)
 start=$(date +%s)
 deadline=$(( start + ${CHECKS_BUDGET:-540} ))
 say() { echo "[checks $(( $(date +%s) - start ))s] $*"; }
@@ -118,6 +120,11 @@ json.dump(dict(list(d.items())[:n]), open(sys.argv[3], 'w'))" "$KIT/texts/job200
 'zip_valid': sys.argv[5] == 'true'}, open(sys.argv[6], 'w'), indent=1)" \
         "$t0" "$t1" "$n" "$JOB_BATCH" "$valid" "$OUT/$part.json" "$written" "$cands"
       cat "$OUT/$part.json" ;;
+    hf)
+      say "hf: transformers' generate beside the fast decoder at $BATCHES"
+      timeout "$(limit "$LIMIT_DECODE")" "$PY" scripts/bench_decoder.py --device "$DEVICE" --standins "$STANDINS" \
+        --texts "$KIT/texts/public_test.json" --batches "$BATCHES" --decoders fast,transformers \
+        --json "$OUT/hf.json" || status=1 ;;
     clap)
       say "clap: CLAP clips/s, read-ahead and bfloat16"
       timeout "$(limit "$LIMIT_CLAP")" "$PY" scripts/bench_fullshape.py --only clap --device "$DEVICE" \
@@ -127,7 +134,7 @@ json.dump(dict(list(d.items())[:n]), open(sys.argv[3], 'w'))" "$KIT/texts/job200
       timeout "$(limit "$LIMIT_DECODE")" "$PY" scripts/bench_decoder.py --device "$DEVICE" --standins "$STANDINS" \
         --texts "$KIT/texts/public_test.json" --batches "$BATCHES" --profile "$PROFILE" \
         --json "$OUT/decode.json" || status=1 ;;
-    *) echo "unknown part $part (graphs, decode, train, job, clap, best4, compile, all)"; exit 2 ;;
+    *) echo "unknown part $part (graphs, decode, hf, train, job, clap, best4, compile, all)"; exit 2 ;;
   esac
 done
 say "done (status $status); results in $OUT"
