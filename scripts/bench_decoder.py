@@ -45,6 +45,11 @@ def _texts(path: Path) -> list[str]:
     return [s.description for s in make_specs(64, seed=11)]
 
 
+def _x(figures: dict, key: str) -> str:
+    """A speedup cell: `2.5x`, or empty where there is no audiocraft column to divide by (or for audiocraft)."""
+    return f"{figures[key]}x" if key in figures else ""
+
+
 def _clock(marks: list[float]):
     def callback(done: int, total: int) -> None:
         marks.append(time.perf_counter())
@@ -264,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in decoders:
             d = r[name]
             print(f"| {r['batch']} | {r['duration']} | {r['t5_tokens_max']} | {name} | {d['loop_ms_per_step']} | "
-                  f"{d['capture_s']} | {d['total_s']} | {d.get('speedup_loop', 1.0)}x | {d.get('speedup_total', 1.0)}x "
+                  f"{d['capture_s']} | {d['total_s']} | {_x(d, 'speedup_loop')} | {_x(d, 'speedup_total')} "
                   f"| {d.get('same_codes', '')} |")
     ours = tuple(d for d in decoders if d != "transformers")  # the profiles are of the project's own paths
     for batch, duration in [(int(b), float(d)) for b, d in (x.split(":") for x in a.profile.split(",") if x)]:
