@@ -125,3 +125,31 @@ def test_an_error_during_the_next_pass_lets_the_writes_in_flight_land_and_drops_
     assert not list((tmp_path / "out").glob("*.mp3")) and not list((tmp_path / "out").glob(".*.tmp.mp3"))
     monkeypatch.setattr(g, "generate_batch", real_batch)
     assert g.generate("tiny", texts, tmp_path / "out", gen, model=tiny, quiet=True, rerank=rerank)["written"] == 7
+
+
+def test_no_batch_is_kept_while_waiting_for_another_run_s_batch(tiny, tmp_path, monkeypatch):
+    """Two runs that each kept a batch while waiting for the other's would wait forever: before waiting, the
+    kept batch's writes are finished and its lock released. Here the first batch looks taken by another run."""
+    from zalo_music import batches
+    from zalo_music import generate as g
+
+    texts = write_demo_texts(tmp_path, 7, seed=4)
+    gen = g.GenerationConfig(duration=1.0, batch_size=3, seed=5)
+    real_acquire = batches.BatchLocks.acquire
+    taken: list = []
+    waits: list[int] = []
+
+    def acquire(self, batch, block):
+        if not taken:
+            taken.append(self._offset(batch))
+        if self._offset(batch) == taken[0] and not block:
+            return False  # another run on the folder is generating it
+        if block:
+            waits.append(len(self.kept))
+        return real_acquire(self, batch, block)
+
+    monkeypatch.setattr(g, "_overlap_writes", lambda model: True)
+    monkeypatch.setattr(batches.BatchLocks, "acquire", acquire)
+    summary = g.generate("tiny", texts, tmp_path / "out", gen, model=tiny, quiet=True)
+    assert summary["written"] == 7
+    assert waits == [0]  # one wait, for the batch the other run had, with no batch of ours kept

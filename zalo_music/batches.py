@@ -156,10 +156,16 @@ class BatchLocks:
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
 
-    def held(self, batches: list) -> tp.Iterator[list]:
+    def held(self, batches: list, before_wait: tp.Callable[[], None] | None = None) -> tp.Iterator[list]:
         """Each batch with its lock held while the caller's loop body runs (and after it, when the body `keep`s
         it): the free ones first, then, waiting for the other run, those it held (it may have finished them: the
-        caller re-checks)."""
+        caller re-checks).
+
+        Args:
+            batches: the batches, in order.
+            before_wait: called before waiting for another run's batch; it must release what the caller kept
+                (two runs each keeping a batch while waiting for the other's would wait forever).
+        """
         deferred = []
         for batch in batches:
             if not self.acquire(batch, block=False):  # another run on this --out is generating it
@@ -170,6 +176,8 @@ class BatchLocks:
             finally:
                 self._done(batch)
         for batch in deferred:
+            if before_wait is not None:
+                before_wait()
             self.acquire(batch, block=True)
             try:
                 yield batch

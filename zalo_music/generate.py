@@ -366,7 +366,7 @@ class _Run:
         with tqdm(total=sum(len(b) for b in todo), desc="generate", unit="clip", disable=quiet) as bar, \
                 BatchLocks(self.out) as self.locks:
             try:
-                for batch in self.locks.held(todo):
+                for batch in self.locks.held(todo, before_wait=self.finish_writes):
                     if self.unfinished(batch):  # re-checked under the lock: the other run may just have finished it
                         self.run(batch)
                     else:
