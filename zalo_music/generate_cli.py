@@ -103,9 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="CLAP of --candidates (keep the judge's: as `score --clap-checkpoint`) (default: as `score`)")
     gn.add_argument("--clap-model", default="HTSAT-base", help="audio tower of --clap-checkpoint")
     gn.add_argument("--clap-dtype", choices=("auto", *AUDIO_DTYPES), default="auto",
-                    help="precision of the audio tower scoring the candidates: auto is bfloat16 on a GPU (several "
-                         "times the clips/s, embeddings within ~1e-4 cosine of float32's), float32 (the judge's) "
-                         "on a CPU")
+                    help="precision of the audio tower scoring the candidates: auto is bfloat16 on a GPU and "
+                         "float32 (the judge's) on a CPU; bfloat16's embeddings are within ~1e-4 cosine of "
+                         "float32's (docs/generation.md)")
     gn.add_argument("--fas-weight", type=number(float, 0), default=0.0,
                     help="best-of-N objective clap - w*|e - mu_ref|^2 (mu_ref: --rerank-reference's mean CLAP "
                          "embedding); 0: CLAP only")

@@ -383,8 +383,9 @@ class ClapEmbedder:
         Args:
             windows: `[N, WINDOW]` float32 windows (exactly 10 s at 48 kHz, so no random crop happens).
             batch_size: clips per forward pass (default: the spec's).
-            dtype: the audio tower's precision: "float32" (the judge's) or "bfloat16" (torch autocast: on a GPU
-                several times the clips/s, embeddings within ~1e-4 cosine of float32; best-of-N's reranking).
+            dtype: the audio tower's precision: "float32" (the judge's) or "bfloat16" (torch autocast, the
+                STFT and log-mel kept in float32: embeddings within ~1e-4 cosine of float32's; best-of-N's
+                reranking on a GPU).
         """
         from .audio import WINDOW
 
