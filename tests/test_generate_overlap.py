@@ -153,3 +153,13 @@ def test_no_batch_is_kept_while_waiting_for_another_run_s_batch(tiny, tmp_path, 
     summary = g.generate("tiny", texts, tmp_path / "out", gen, model=tiny, quiet=True)
     assert summary["written"] == 7
     assert waits == [0]  # one wait, for the batch the other run had, with no batch of ours kept
+
+
+def test_writes_overlap_only_where_the_lm_runs_on_a_gpu(tiny):
+    from types import SimpleNamespace
+
+    from zalo_music.generate import _overlap_writes
+
+    assert _overlap_writes(SimpleNamespace(device="cuda:0"))
+    assert not _overlap_writes(tiny)  # the CPU: the LM and LAME take turns on the cores
+    assert not _overlap_writes(SimpleNamespace())  # a stand-in model with no device: no overlap

@@ -201,7 +201,8 @@ def _overlap_writes(model) -> bool:
     Args:
         model: the loaded MusicGen.
     """
-    return next(model.lm.parameters()).device.type == "cuda"
+    device = getattr(model, "device", None)  # audiocraft's models record their LM's device
+    return device is not None and torch.device(device).type == "cuda"
 
 
 def _decode_one(model, tokens: torch.Tensor) -> torch.Tensor:
