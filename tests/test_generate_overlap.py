@@ -39,7 +39,7 @@ def _outputs(folder: Path) -> dict:
     return out
 
 
-@pytest.mark.parametrize("candidates", [1, 2])
+@pytest.mark.parametrize("candidates", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_overlapped_writes_give_the_same_files_and_keep_each_batch_locked_until_written(candidates, tiny, rerank,
                                                                                         tmp_path, monkeypatch):
     from zalo_music import batches, clips
@@ -101,6 +101,7 @@ def test_overlapped_writes_give_the_same_files_and_keep_each_batch_locked_until_
     assert not list((tmp_path / "overlap").glob(".*.tmp.mp3"))  # no candidate left behind
 
 
+@pytest.mark.slow
 def test_an_error_during_the_next_pass_lets_the_writes_in_flight_land_and_drops_candidates(tiny, rerank, tmp_path,
                                                                                            monkeypatch):
     """Ctrl-C during LM pass 2: batch 1's candidates are encoded, not chosen (no CLAP pass on the way out),
