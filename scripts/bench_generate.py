@@ -11,7 +11,9 @@ Two measurements, each one-at-a-time then batched in the same process:
 - `end_to_end`: `zalo_music.generate.generate`, i.e. what `zalo-music generate` does, MP3s written to a
   temporary folder (post-processing and MP3 encoding included).
 Plus `decode`: the codec alone on `--batch` clips of random tokens, as one batched call, one clip after
-the other, and one clip per core (what `generate_batch` does on CPU).
+the other, and one clip per core (what `generate_batch` does on CPU); and `write`: `clips.write_clip` (post-process,
+LAME, read-back check) of `--batch` noise clips, ms per clip on one core and clips/s one per core (the CPU work
+that `generate` overlaps with the next LM pass on a GPU).
 """
 
 from __future__ import annotations
@@ -90,6 +92,36 @@ def time_decode(model, batch: int, duration: float) -> dict:
     return result
 
 
+def time_write(model, batch: int, duration: float) -> dict:
+    from zalo_music import clips
+    from zalo_music.decoding import GenerationConfig
+    from zalo_music.generate import _cpu_pool
+
+    gen = GenerationConfig(duration=duration, sample_rate=model.sample_rate)
+    wavs = 0.1 * torch.randn(batch, 1, int(duration * model.sample_rate), generator=torch.Generator().manual_seed(0))
+    folder = Path(tempfile.mkdtemp(prefix="zalo-bench-write-"))
+    pool = _cpu_pool(torch.get_num_threads())
+
+    def write(tag: str, i: int) -> bool:
+        return clips.write_clip(folder / f"{tag}{i}.mp3", wavs[i], model.sample_rate, gen)
+
+    write("warm", 0)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        torch.set_num_threads(1)  # one core, as each of `generate`'s writers runs
+        try:
+            for i in range(batch):
+                write("serial", i)
+        finally:
+            torch.set_num_threads(pool._max_workers)
+        one = time.perf_counter() - start
+        start = time.perf_counter()
+        list(pool.map(lambda i: write("pool", i), range(batch)))
+        per_core = time.perf_counter() - start
+    return {"ms_per_clip_one_core": round(1000 * one / batch, 1),
+            "clips_per_s_one_per_core": round(batch / per_core, 2), "cores": pool._max_workers}
+
+
 def main() -> None:
     from zalo_music.runtime import prepare
 
@@ -117,8 +149,10 @@ def main() -> None:
                         "speedup": round(t_one / t_batch, 2),
                         "rtf_batch1": round(t_one / audio, 4), "rtf_batched": round(t_batch / audio, 4)}
     result["decode"] = time_decode(model, args.batch, args.duration)
+    result["write"] = time_write(model, args.batch, args.duration)
     print(json.dumps(result))
     print(f"decode of {args.batch} clips: {result['decode']}")
+    print(f"MP3 writes of {args.batch} {args.duration:g}-s clips: {result['write']}")
     for name in ("model", "end_to_end"):
         r = result[name]
         print(f"{name}: batched x{args.batch} is {r['speedup']}x one-at-a-time "

@@ -17,7 +17,6 @@ import concurrent.futures
 import dataclasses
 import errno
 import functools
-import os
 import pickle
 import time
 import typing as tp
@@ -33,6 +32,7 @@ from .batches import BatchLocks, Item, batch_seed, check_items, make_batches, re
 from .data.zalo_json import read_zalo_json
 from .decoding import AUTO, GenerationConfig  # declared in decoding.py, with every option's help and range
 from .fileio import DiskFull, write_json
+from .procutil import usable_cores
 
 #: T5's training length: what MusicGen's text encoder takes (audiocraft's T5Conditioner never truncates).
 #: (`data/zalo_json.MAX_DESCRIPTION_CHARS` is a first, model-free bound; `text_truncator` cuts to tokens.)
@@ -203,6 +203,13 @@ def _overlap_writes(model) -> bool:
     """
     device = getattr(model, "device", None)  # audiocraft's models record their LM's device
     return device is not None and torch.device(device).type == "cuda"
+
+
+def _remove_candidates(files: list[list[Path]]) -> None:
+    """Delete best-of-N's candidate files of a batch (the chosen ones were copied onto their outputs)."""
+    for group in files:
+        for f in group:
+            f.unlink(missing_ok=True)
 
 
 def _decode_one(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -405,7 +412,7 @@ class _Run:
     def workers(self) -> int:
         # On a CPU the LM and LAME share the cores, so the MP3s are encoded between batches on all of them; on a
         # GPU the host only feeds the device, so the MP3s take the cores while the next batch is generated.
-        return max(1, os.cpu_count() or 1) if self.overlap else torch.get_num_threads()
+        return usable_cores() if self.overlap else torch.get_num_threads()
 
     def finish_writes(self) -> None:
         """Wait for the MP3s in flight, record what was written or why not, and release their batch's lock."""
@@ -427,9 +434,7 @@ class _Run:
         batch, futures, _, files = self.pending
         self.pending = None
         concurrent.futures.wait(list(futures.values()))
-        for group in files:
-            for f in group:
-                f.unlink(missing_ok=True)
+        _remove_candidates(files)
         if self.overlap:
             self.locks.release(batch)
 
@@ -448,9 +453,7 @@ class _Run:
             keep = [j for j, (key, _, _) in enumerate(batch) if key not in bad]
             records = self._choose_and_commit([batch[j] for j in keep], [files[j] for j in keep], bad)
         finally:
-            for group in files:
-                for f in group:
-                    f.unlink(missing_ok=True)
+            _remove_candidates(files)
         if records:
             self.locks.report_lock_update(self.out, self.settings, records)
         self.failed.update(bad)
@@ -533,7 +536,6 @@ def generate(model_spec: str, json_path: str | Path, out_dir: str | Path, gen: G
     Returns:
         Summary: counts, timings, refused ids (and, best-of-N, the report's summary).
     """
-
     from .fast_decoder import check_supported
 
     gen = gen or GenerationConfig()

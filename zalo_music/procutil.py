@@ -20,6 +20,13 @@ import typing as tp
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a SLURM job's or a container's share), not the
+    machine's count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
 def die_with_parent(sig: int = signal.SIGKILL, parent_pid: int | None = None) -> bool:
     """Ask the kernel to send `sig` to this process when its parent exits.
 

@@ -55,7 +55,8 @@ def section_clap(a: argparse.Namespace) -> dict:
     from zalo_music.metrics.audio import load_clip_window
     from zalo_music.metrics.clap import ClapSpec, checkpoint_info, get_embedder
     from zalo_music.metrics.evaluator import embed_files
-    from zalo_music.metrics.windows import default_workers, window_batches
+    from zalo_music.metrics.windows import window_batches
+    from zalo_music.procutil import usable_cores
 
     ckpt = Path(a.standins) / "reference" / "clap" / "music_audioset_epoch_15_esc_90.14.pt"
     root = Path(tempfile.mkdtemp(prefix="zalo-bench-fullshape-clap-"))
@@ -125,5 +126,5 @@ def section_clap(a: argparse.Namespace) -> dict:
         info = {"error": repr(exc)}
     res.update({"amodel": "HTSAT-base", "checkpoint": str(ckpt), "checkpoint_info": info,
                 "model_load_s": round(load_s, 1), "clip_s": 10.0, "threads": torch.get_num_threads(),
-                "read_workers": default_workers(), **benchkit.process_peak()})
+                "read_workers": usable_cores(), **benchkit.process_peak()})
     return res

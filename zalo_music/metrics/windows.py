@@ -17,15 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..procutil import usable_cores
 from .audio import ClipReadError, WindowInfo, load_clip_window
 
 #: One window's read: `(window, info, None)`, or `(None, None, reason)` for a file that cannot be decoded.
 Read = tuple[np.ndarray | None, WindowInfo | None, str | None]
-
-
-def default_workers() -> int:
-    """The cores this process may run on (its affinity, not the machine's count)."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=2)
@@ -53,13 +49,13 @@ def window_batches(files: tp.Sequence[str | os.PathLike], batch_size: int,
     Args:
         files: audio files.
         batch_size: files per batch.
-        workers: decoding threads (default: `default_workers()`).
+        workers: decoding threads (default: one per usable core).
     Yields:
         `(start, reads)`: the index of the batch's first file and one `Read` per file, in input order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size}: must be at least 1")
-    pool = _pool(workers or default_workers())
+    pool = _pool(workers or usable_cores())
 
     def submit(start: int) -> list[concurrent.futures.Future]:
         return [pool.submit(read_window, f) for f in files[start:start + batch_size]]
